@@ -1,0 +1,228 @@
+"""Human-readable report of a run directory: ``report.html`` (self-contained) and ``report.md``.
+
+A run directory holds ``metrics.json`` (required), ``posterior.nc`` (optional, written by
+:func:`pyro_bkd.export.save`) and PNG figures under ``plots/`` (optional). The report shows the
+run attributes, the metrics as tables (a nested dict of per-method dicts becomes one table with
+a column per method), every figure (embedded as base64 in the HTML, linked in the Markdown) and the
+ArviZ summary of the least-converged class probabilities ``q_k(x_n)``: the 10 entries with the
+largest R-hat (with one chain, the smallest bulk ESS). Each file is replaced atomically.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import html
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from pyro_bkd import _atomic, export, metrics, uq
+
+#: Number of ``probs`` entries in the convergence table.
+TOP_ENTRIES = 10
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 70em; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+th { background: #f0f0f0; }
+figure { display: inline-block; margin: 0.5em 1em 1.5em 0; }
+figure img { max-width: 100%; border: 1px solid #ddd; }
+figcaption { font-size: 0.9em; color: #555; }
+.scroll { overflow-x: auto; }
+"""
+
+
+class Table(NamedTuple):
+    """A titled table of already formatted cells."""
+
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+
+
+def write_report(run_dir: str | os.PathLike[str], top: int = TOP_ENTRIES) -> tuple[Path, Path]:
+    """Write ``run_dir/report.html`` and ``run_dir/report.md``; returns their paths.
+
+    Raises:
+        FileNotFoundError: ``run_dir/metrics.json`` is missing.
+        ValueError: ``metrics.json`` does not hold a JSON object.
+    """
+    run = Path(run_dir)
+    metrics_path = run / "metrics.json"
+    if not metrics_path.is_file():
+        raise FileNotFoundError(f"run_dir must contain metrics.json; not found: {metrics_path}")
+    values = json.loads(metrics_path.read_text(encoding="utf-8"))
+    if not isinstance(values, dict):
+        raise ValueError(f"{metrics_path} must hold a JSON object, got {type(values).__name__}")
+    tables = metric_tables(values)
+    posterior_path = run / "posterior.nc"
+    if posterior_path.is_file():
+        idata = export.load(posterior_path)
+        tables = [attribute_table(idata.attrs), *tables]
+        convergence = convergence_table(idata, top)
+        if convergence is not None:
+            tables.append(convergence)
+    images = sorted((run / "plots").glob("*.png"))
+    title = f"pyro-bkd report: {run.resolve().name}"
+    html_path = _atomic.write_text(run / "report.html", render_html(title, tables, images))
+    md_path = _atomic.write_text(run / "report.md", render_markdown(title, tables, images, run))
+    return html_path, md_path
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def metric_tables(values: Mapping[str, Any], title: str = "Metrics") -> list[Table]:
+    """Tables of a (nested) metrics dict.
+
+    Scalars (and lists) of one level form a ``metric | value`` table named by the path of keys;
+    a dict whose values are all flat dicts (e.g. ``{"methods": {"kd": {...}, "bkd": {...}}}``)
+    becomes one table with a column per inner key (method) and a row per metric (union, in
+    order of first appearance; ``-`` where a method lacks it); other dicts are rendered
+    recursively.
+    """
+    scalars = [[key, format_value(v)] for key, v in values.items() if not isinstance(v, dict)]
+    tables = [Table(title, ["metric", "value"], scalars)] if scalars else []
+    for key, value in values.items():
+        if not isinstance(value, dict):
+            continue
+        name = key if title == "Metrics" else f"{title} / {key}"
+        if value and all(_is_flat_dict(inner) for inner in value.values()):
+            tables.append(_side_by_side(name, value))
+        else:
+            tables.extend(metric_tables(value, name))
+    return tables
+
+
+def attribute_table(attrs: Mapping[str, Any]) -> Table:
+    """The run attributes of the ``InferenceData`` (method, hyper-parameters, versions, ...)."""
+    return Table("Run", ["attribute", "value"], [[k, format_value(v)] for k, v in attrs.items()])
+
+
+def convergence_table(idata: Any, top: int = TOP_ENTRIES) -> Table | None:
+    """ArviZ summary of the ``top`` least-converged entries of ``posterior_predictive.probs``.
+
+    Entries are ranked by R-hat (largest first) with two or more chains, else by bulk ESS
+    (smallest first); constant entries (undefined diagnostics) come last. ``None`` when the
+    data hold no ``probs`` or no entry has a diagnostic (one chain of fewer than 4 draws, e.g.
+    a point estimate).
+    """
+    import arviz as az
+
+    group = getattr(idata, "posterior_predictive", None)
+    if group is None or "probs" not in group.data_vars:
+        return None
+    probs = uq.as_probs(group["probs"])
+    if probs.shape[0] >= 2:
+        score, criterion = metrics.rhat(probs), "largest R-hat"
+    else:
+        score, criterion = -metrics.ess_bulk(probs), "smallest bulk ESS (one chain)"
+    if not np.isfinite(score).any():
+        return None
+    flat = np.where(np.isfinite(score), score, -np.inf).ravel()
+    picked = np.argsort(-flat, kind="stable")[: min(top, flat.size)]
+    pairs = [divmod(int(index), probs.shape[3]) for index in picked]
+    subset = export.select_pairs(group, pairs)
+    summary = az.summary(subset, var_names=["probs"], hdi_prob=0.95, round_to="none")
+    rows = [
+        [str(label), *(format_value(float(v)) for v in row)] for label, row in summary.iterrows()
+    ]
+    title = f"Least-converged class probabilities ({criterion})"
+    return Table(title, ["entry", *map(str, summary.columns)], rows)
+
+
+def format_value(value: Any) -> str:
+    """Cell text: 4 significant digits for floats, ``-`` for ``None``/NaN, JSON for lists."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, bool | str):
+        return str(value)
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    if isinstance(value, float | np.floating):
+        return f"{float(value):.4g}"
+    return json.dumps(value, default=str)
+
+
+def _is_flat_dict(value: Any) -> bool:
+    return isinstance(value, dict) and not any(isinstance(v, dict) for v in value.values())
+
+
+def _side_by_side(title: str, columns: Mapping[str, Mapping[str, Any]]) -> Table:
+    """One column per inner dict (e.g. per method), one row per metric key."""
+    keys = list(dict.fromkeys(key for inner in columns.values() for key in inner))
+    body = [[key, *(format_value(inner.get(key)) for inner in columns.values())] for key in keys]
+    return Table(title, ["metric", *columns], body)
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def render_html(title: str, tables: Sequence[Table], images: Sequence[Path]) -> str:
+    """A self-contained HTML page: inline CSS, figures as base64 ``data:`` URIs."""
+    created = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1><p>Generated {created}.</p>",
+    ]
+    for table in tables:
+        parts.append(f"<h2>{html.escape(table.title)}</h2>")
+        parts.append(_html_table(table))
+    if images:
+        parts.append("<h2>Plots</h2>")
+    for image in images:
+        encoded = base64.b64encode(image.read_bytes()).decode("ascii")
+        caption = html.escape(image.stem.replace("_", " "))
+        parts.append(
+            f'<figure><img src="data:image/png;base64,{encoded}" alt="{caption}">'
+            f"<figcaption>{caption}</figcaption></figure>"
+        )
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def render_markdown(
+    title: str, tables: Sequence[Table], images: Sequence[Path], run_dir: Path
+) -> str:
+    """Markdown with pipe tables; figures are linked relative to ``run_dir``."""
+    parts = [f"# {title}", ""]
+    for table in tables:
+        parts += [f"## {table.title}", "", *_markdown_table(table), ""]
+    if images:
+        parts += ["## Plots", ""]
+    for image in images:
+        link = image.relative_to(run_dir).as_posix()
+        parts += [f"![{image.stem.replace('_', ' ')}]({link})", ""]
+    return "\n".join(parts)
+
+
+def _html_table(table: Table) -> str:
+    header = "".join(f"<th>{html.escape(cell)}</th>" for cell in table.header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>"
+        for row in table.rows
+    )
+    return (
+        f'<div class="scroll"><table><thead><tr>{header}</tr></thead>'
+        f"<tbody>{body}</tbody></table></div>"
+    )
+
+
+def _markdown_table(table: Table) -> list[str]:
+    def line(cells: Sequence[str]) -> str:
+        return (
+            "| " + " | ".join(cell.replace("|", "\\|").replace("\n", " ") for cell in cells) + " |"
+        )
+
+    separator = "|" + "|".join(":---" if i == 0 else "---:" for i in range(len(table.header))) + "|"
+    return [line(table.header), separator, *(line(row) for row in table.rows)]
