@@ -1,0 +1,177 @@
+"""The BKD model (SPEC §2): a torch student with a teacher-informed prior, as a Pyro model.
+
+Sites, for a student ``f(x; theta)`` with weight tensors ``theta = {name: tensor}``:
+
+- ``<name>`` for every entry of ``student.named_parameters()``: the weight prior
+  ``theta ~ Normal(0, sigma^2 I)`` (flat when ``prior_scale=None``);
+- ``data``: the index site of ``pyro.plate("data", N)``. Conditioning it on a
+  minibatch of indices (``poutine.condition(model, {"data": idx})``) makes Pyro
+  rescale both data terms by ``N/m``;
+- ``y``: the likelihood ``y_i ~ Categorical(q_i)``, ``q_i = softmax(z_i)``;
+- ``teacher_prior``: the teacher-informed Dirichlet prior (TIP)
+  ``q_i^tau ~ Dirichlet(1 + lam p_i)``, ``p_i = softmax(t_i / tau)``, as a factor
+  ``lam sum_k p_ik log q_ik^tau - log B(1 + lam p_i)``.
+
+The log joint is therefore ``sum_i log q_{i,y_i}
++ sum_i [lam sum_k p_ik log q_ik^tau - log B(1 + lam p_i)] + log N(theta; 0, sigma^2 I)``,
+whose negative is the KD objective of SPEC §3 up to constants.
+"""
+
+from __future__ import annotations
+
+import pyro
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
+from pyro.nn import PyroModule
+from torch import nn
+from torch.func import functional_call
+
+from pyro_bkd import _checks
+from pyro_bkd.priors import weight_prior
+
+DATA_PLATE = "data"
+LIKELIHOOD_SITE = "y"
+TEACHER_PRIOR_SITE = "teacher_prior"
+
+
+def teacher_log_probs(teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``log p_i = log softmax(t_i / tau)``, shape ``[N, K]``."""
+    return F.log_softmax(teacher_logits / temperature, dim=-1)
+
+
+def log_dirichlet_normaliser(teacher_log_p: torch.Tensor, strength: float) -> torch.Tensor:
+    """``log B(1 + lam p_i) = sum_k lgamma(1 + lam p_ik) - lgamma(K + lam)``, shape ``[N]``."""
+    num_classes = teacher_log_p.shape[-1]
+    alpha = 1.0 + strength * teacher_log_p.exp()
+    return torch.lgamma(alpha).sum(-1) - torch.lgamma(alpha.new_tensor(num_classes + strength))
+
+
+def teacher_prior_log_density(
+    logits: torch.Tensor,
+    teacher_log_p: torch.Tensor,
+    log_normaliser: torch.Tensor,
+    temperature: float,
+    strength: float,
+) -> torch.Tensor:
+    """TIP log density per example: ``lam sum_k p_ik log q_ik^tau - log B(1 + lam p_i)``."""
+    log_q_tau = F.log_softmax(logits / temperature, dim=-1)
+    return strength * (teacher_log_p.exp() * log_q_tau).sum(-1) - log_normaliser
+
+
+class BKDModel(PyroModule):
+    """Bayesian knowledge distillation model around any ``torch.nn.Module`` student.
+
+    Args:
+        student: network mapping inputs ``x`` to logits ``z = f(x; theta)`` of shape ``[N, K]``.
+            Its parameters name the weight sites; its current values are only used as
+            initial values (:meth:`initial_values`), never trained in place. It is put in
+            eval mode: batch-norm layers use their stored statistics (set them by KD
+            pre-training) and dropout is off, so the likelihood of a point does not depend
+            on which other points share its minibatch.
+        temperature: ``tau > 0`` of the tempered student/teacher probabilities.
+        strength: teacher strength ``lam >= 0`` (``lam = 0``: no teacher).
+        prior_scale: ``sigma > 0`` of the weight prior ``Normal(0, sigma^2 I)``; ``None`` for flat.
+    """
+
+    def __init__(
+        self,
+        student: nn.Module,
+        temperature: float = 1.0,
+        strength: float = 1.0,
+        prior_scale: float | None = 1.0,
+    ) -> None:
+        super().__init__()
+        if not isinstance(student, nn.Module):
+            raise TypeError(f"student must be a torch.nn.Module, got {type(student).__name__}")
+        if not any(True for _ in student.parameters()):
+            raise ValueError("student must have at least one parameter (a latent weight site)")
+        self.temperature = _checks.positive_float("temperature", temperature)
+        self.strength = _checks.nonnegative_float("strength", strength)
+        self.prior_scale = (
+            None if prior_scale is None else _checks.positive_float("prior_scale", prior_scale)
+        )
+        self.student = student.eval()
+
+    @property
+    def site_names(self) -> list[str]:
+        """Names of the weight sample sites: the student's parameter names."""
+        return [name for name, _ in self.student.named_parameters()]
+
+    def initial_values(self) -> dict[str, torch.Tensor]:
+        """The student's current weights, detached: a warm start (e.g. after KD training)."""
+        return {name: p.detach().clone() for name, p in self.student.named_parameters()}
+
+    def buffers_dict(self) -> dict[str, torch.Tensor]:
+        """The student's buffers (e.g. batch-norm statistics), used as they are."""
+        return dict(self.student.named_buffers())
+
+    def student_logits(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """``z = f(x; theta)`` with the weights ``params`` in place of the student's own."""
+        return functional_call(self.student, {**params, **self.buffers_dict()}, (x,))
+
+    def check_data(
+        self, x: torch.Tensor, y: torch.Tensor | None, teacher_logits: torch.Tensor | None
+    ) -> None:
+        """Validate shapes, labels and teacher logits; raise ``ValueError``/``TypeError``."""
+        _checks.tensor("x", x)
+        if x.dim() < 1 or x.shape[0] == 0:
+            raise ValueError(f"x must have a leading batch dimension N >= 1, got {tuple(x.shape)}")
+        num_examples = x.shape[0]
+        num_classes = None
+        if teacher_logits is not None:
+            _checks.logits("teacher_logits", teacher_logits, num_examples)
+            num_classes = teacher_logits.shape[1]
+        if y is not None:
+            _checks.labels("y", y, num_examples, num_classes)
+        device = next(self.student.parameters()).device
+        _checks.same_device("the student", device, x=x, y=y, teacher_logits=teacher_logits)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor | None = None,
+        teacher_logits: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Run the model on ``N`` inputs; returns the logits of the plate's (sub)sample."""
+        self.check_data(x, y, teacher_logits)
+        params = {
+            name: pyro.sample(name, weight_prior(self.prior_scale, p))
+            for name, p in self.student.named_parameters()
+        }
+        num_examples = x.shape[0]
+        data_plate = pyro.plate(DATA_PLATE, num_examples, device=x.device)
+        idx = data_plate.indices
+        full = data_plate.subsample_size == num_examples
+        # Logits are computed outside the plate: the weights carry no data dimension.
+        logits = self.student_logits(params, x if full else x[idx])
+        if logits.dim() != 2 or logits.shape[0] != idx.shape[0]:
+            raise ValueError(f"student must return logits [N, K], got {tuple(logits.shape)}")
+        if teacher_logits is not None and logits.shape[1] != teacher_logits.shape[1]:
+            raise ValueError(
+                f"student returns {logits.shape[1]} classes but teacher_logits has "
+                f"{teacher_logits.shape[1]}"
+            )
+        if y is not None and teacher_logits is None:
+            _checks.labels("y", y, num_examples, logits.shape[1])
+        with data_plate:
+            pyro.sample(
+                LIKELIHOOD_SITE,
+                dist.Categorical(logits=logits),
+                obs=None if y is None else (y if full else y[idx]),
+            )
+            if teacher_logits is not None and self.strength > 0:
+                log_p = teacher_log_probs(
+                    teacher_logits if full else teacher_logits[idx], self.temperature
+                )
+                pyro.factor(
+                    TEACHER_PRIOR_SITE,
+                    teacher_prior_log_density(
+                        logits,
+                        log_p,
+                        log_dirichlet_normaliser(log_p, self.strength),
+                        self.temperature,
+                        self.strength,
+                    ),
+                )
+        return logits
