@@ -1,0 +1,185 @@
+"""Minibatch potentials ``U_B(theta)`` (the gradient estimators of SGLD, SPEC §4).
+
+``U_B(theta) = -(N/m) sum_{i in B} [log q_{i,y_i} + lam sum_k p_ik log q_ik^tau
+- log B(1 + lam p_i)] - log N(theta; 0, sigma^2 I)``: both data terms are rescaled by
+``N/m``, the weight prior is not.
+
+This is the one boundary between the model world and the numeric world: a potential is built
+once from a Pyro model and its data, then the per-step path sees flat tensors only.
+
+- :class:`BKDPotential` evaluates a :class:`~pyro_bkd.model.BKDModel` with plain
+  ``torch.func.functional_call`` (no Pyro trace per step); tests check it equals the Pyro
+  trace's log joint with the plate index conditioned on the same minibatch.
+- :class:`TracePotential` serves any other Pyro model with a ``pyro.plate("data", N)``: it
+  conditions the plate's index site on the minibatch and uses Pyro's ``initialize_model``
+  potential (unconstrained space, Jacobians included).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import pyro.poutine as poutine
+import torch
+import torch.nn.functional as F
+from pyro.infer.mcmc.util import initialize_model
+from torch.func import grad_and_value, vmap
+
+from pyro_bkd.infer.layout import FlatLayout
+from pyro_bkd.model import (
+    DATA_PLATE,
+    BKDModel,
+    log_dirichlet_normaliser,
+    teacher_log_probs,
+    teacher_prior_log_density,
+)
+
+
+class Potential:
+    """Interface: ``value_and_grad(theta [D], idx [m] | None) -> (U, dU/dtheta)``."""
+
+    layout: FlatLayout
+    num_examples: int | None
+    transforms: dict
+
+    def initial_theta(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def value_and_grad(
+        self, theta: torch.Tensor, idx: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+
+class BKDPotential(Potential):
+    """The BKD potential without Pyro traces, for one chain or a batch of chains."""
+
+    transforms: dict = {}  # noqa: RUF012 - every weight site is unconstrained
+
+    def __init__(
+        self,
+        model: BKDModel,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        teacher_logits: torch.Tensor | None = None,
+    ) -> None:
+        if y is None:
+            raise ValueError("y is required to sample the posterior (got None)")
+        model.check_data(x, y, teacher_logits)
+        self.model = model
+        self.x, self.y = x, y
+        self.num_examples = x.shape[0]
+        self.layout = FlatLayout.of(model.initial_values())
+        self.use_teacher = teacher_logits is not None and model.strength > 0
+        if self.use_teacher:
+            self.teacher_log_p = teacher_log_probs(teacher_logits, model.temperature)
+            self.log_normaliser = log_dirichlet_normaliser(self.teacher_log_p, model.strength)
+        sigma = model.prior_scale
+        self._prior_const = (
+            0.0 if sigma is None else -0.5 * self.layout.dim * math.log(2 * math.pi * sigma**2)
+        )
+
+    def initial_theta(self) -> torch.Tensor:
+        """The student's current weights (e.g. a KD/MAP solution), flattened."""
+        return self.layout.flatten(self.model.initial_values())
+
+    def log_prior(self, theta: torch.Tensor) -> torch.Tensor:
+        """``log N(theta; 0, sigma^2 I) = -||theta||^2 / (2 sigma^2) + const`` (0 when flat)."""
+        sigma = self.model.prior_scale
+        if sigma is None:
+            return theta.new_zeros(())
+        return self._prior_const - 0.5 * theta.square().sum(-1) / sigma**2
+
+    def _batch(self, idx: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        if idx is None:
+            rows = (self.x, self.y)
+            if self.use_teacher:
+                rows += (self.teacher_log_p, self.log_normaliser)
+            return rows
+        rows = (self.x[idx], self.y[idx])
+        if self.use_teacher:
+            rows += (self.teacher_log_p[idx], self.log_normaliser[idx])
+        return rows
+
+    def _log_joint(self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, *teacher):
+        """``(N/m) sum_B [log q_y + TIP] + log prior`` for one chain's ``theta [D]``."""
+        logits = self.model.student_logits(self.layout.unflatten(theta), x)
+        data = -F.cross_entropy(logits, y, reduction="sum")
+        if teacher:
+            log_p, log_norm = teacher
+            data = (
+                data
+                + teacher_prior_log_density(
+                    logits, log_p, log_norm, self.model.temperature, self.model.strength
+                ).sum()
+            )
+        return data * (self.num_examples / y.shape[-1]) + self.log_prior(theta)
+
+    def log_joint(self, theta: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
+        """The minibatch estimate of ``log p(theta, D)`` (``-U_B``)."""
+        return self._log_joint(theta, *self._batch(idx))
+
+    def value_and_grad(self, theta, idx):
+        theta = theta.detach().requires_grad_(True)
+        potential = -self.log_joint(theta, idx)
+        (grad,) = torch.autograd.grad(potential, theta)
+        return potential.detach(), grad
+
+    def batched_value_and_grad(
+        self, theta: torch.Tensor, idx: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``U`` and its gradient for chains ``theta [C, D]``, each with its own minibatch
+        ``idx [C, m]`` (vectorised with ``torch.func.vmap``)."""
+        rows = self._batch(idx)
+        in_dims = (0, *(None if idx is None else 0 for _ in rows))
+
+        def negative(theta_c, *rows_c):
+            return -self._log_joint(theta_c, *rows_c)
+
+        grad, value = vmap(grad_and_value(negative), in_dims=in_dims)(theta, *rows)
+        return value, grad
+
+
+class TracePotential(Potential):
+    """The potential of any Pyro model, minibatched by conditioning its ``data`` plate index."""
+
+    def __init__(self, model: Callable, model_args: tuple, model_kwargs: dict) -> None:
+        self._condition: dict[str, torch.Tensor] = {}
+        conditioned = poutine.condition(model, data=self._condition)
+        init_params, self._potential_fn, self.transforms, trace = initialize_model(
+            conditioned, model_args, model_kwargs
+        )
+        if not init_params:
+            raise ValueError("model has no latent sample sites to sample")
+        self.layout = FlatLayout.of(init_params)
+        self._init = self.layout.flatten(init_params).detach()
+        self.num_examples = trace.nodes[DATA_PLATE]["fn"].size if DATA_PLATE in trace else None
+
+    def initial_theta(self) -> torch.Tensor:
+        """Pyro's default initial point (``init_to_uniform``), unconstrained."""
+        return self._init.clone()
+
+    def value_and_grad(self, theta, idx):
+        if idx is None:
+            self._condition.pop(DATA_PLATE, None)
+        else:
+            self._condition[DATA_PLATE] = idx
+        theta = theta.detach().requires_grad_(True)
+        potential = self._potential_fn(self.layout.unflatten(theta))
+        (grad,) = torch.autograd.grad(potential, theta)
+        return potential.detach(), grad
+
+
+def build_potential(model: Callable, args: tuple, kwargs: dict) -> Potential:
+    """The fast :class:`BKDPotential` for a BKDModel, else the generic :class:`TracePotential`."""
+    if isinstance(model, BKDModel):
+        names = ("x", "y", "teacher_logits")
+        bound = dict(zip(names, args, strict=False)) | kwargs
+        unknown = set(bound) - set(names)
+        if unknown:
+            raise TypeError(f"BKDModel takes x, y, teacher_logits; got {sorted(unknown)}")
+        if "x" not in bound:
+            raise TypeError("x is required")
+        return BKDPotential(model, bound["x"], bound.get("y"), bound.get("teacher_logits"))
+    return TracePotential(model, args, kwargs)
