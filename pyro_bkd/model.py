@@ -91,7 +91,14 @@ class BKDModel(PyroModule):
         self.prior_scale = (
             None if prior_scale is None else _checks.positive_float("prior_scale", prior_scale)
         )
-        self.student = student.eval()
+        # Registered without PyroModule.__setattr__/__getattr__: reading a plain nn.Module
+        # through PyroModule would issue pyro.module() (param sites for unused weights).
+        self._modules["student"] = student.eval()
+
+    @property
+    def student(self) -> nn.Module:
+        """The wrapped network ``f(x; theta)``."""
+        return self._modules["student"]
 
     @property
     def site_names(self) -> list[str]:

@@ -7,8 +7,9 @@
 This is the one boundary between the model world and the numeric world: a potential is built
 once from a Pyro model and its data, then the per-step path sees flat tensors only.
 
-- :class:`BKDPotential` evaluates a :class:`~pyro_bkd.model.BKDModel` with plain
-  ``torch.func.functional_call`` (no Pyro trace per step); tests check it equals the Pyro
+- :class:`BKDPotential` evaluates a :class:`~pyro_bkd.model.BKDModel` by calling the
+  student with the weights swapped in, as ``torch.func.functional_call`` does (no Pyro trace
+  per step); tests check it equals the Pyro
   trace's log joint with the plate index conditioned on the same minibatch.
 - :class:`TracePotential` serves any other Pyro model with a ``pyro.plate("data", N)``: it
   conditions the plate's index site on the minibatch and uses Pyro's ``initialize_model``
@@ -52,6 +53,43 @@ class Potential:
         raise NotImplementedError
 
 
+class _StudentCall:
+    """``f(x; theta)`` with given weight tensors in place of the student's parameters.
+
+    Does what ``torch.func.functional_call(student, {**params, **buffers}, (x,))`` does in
+    :meth:`BKDModel.student_logits` (swap the tensors into the modules' ``_parameters``, run,
+    swap back; buffers are used as they are; tied parameters get the tensor of their one
+    name), but finds the modules once instead of walking the module tree on every call: that
+    walk costs about as much as a small MLP's forward pass.
+    """
+
+    def __init__(self, student: torch.nn.Module, names: tuple[str, ...]) -> None:
+        self.student = student
+        slots: dict[str, list[tuple[torch.nn.Module, str]]] = {name: [] for name in names}
+        canonical = {id(p): name for name, p in student.named_parameters()}
+        seen: set[tuple[int, str]] = set()
+        for full_name, param in student.named_parameters(remove_duplicate=False):
+            prefix, _, attr = full_name.rpartition(".")
+            module = student.get_submodule(prefix)
+            if (id(module), attr) not in seen:
+                seen.add((id(module), attr))
+                slots[canonical[id(param)]].append((module, attr))
+        self.slots = [(name, slots[name]) for name in names]
+
+    def __call__(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        saved: list[tuple[torch.nn.Module, str, torch.Tensor]] = []
+        try:
+            for name, places in self.slots:
+                value = params[name]
+                for module, attr in places:
+                    saved.append((module, attr, module._parameters[attr]))
+                    module._parameters[attr] = value
+            return self.student(x)
+        finally:
+            for module, attr, original in reversed(saved):
+                module._parameters[attr] = original
+
+
 class BKDPotential(Potential):
     """The BKD potential without Pyro traces, for one chain or a batch of chains."""
 
@@ -71,6 +109,13 @@ class BKDPotential(Potential):
         self.x, self.y = x, y
         self.num_examples = x.shape[0]
         self.layout = FlatLayout.of(model.initial_values())
+        # the fast path only where functional_call would do exactly the same
+        standard = type(model).student_logits is BKDModel.student_logits and not isinstance(
+            model.student, torch.jit.ScriptModule | torch.nn.DataParallel
+        )
+        self._student_logits = (
+            _StudentCall(model.student, self.layout.names) if standard else model.student_logits
+        )
         self.use_teacher = teacher_logits is not None and model.strength > 0
         if self.use_teacher:
             self.teacher_log_p = teacher_log_probs(teacher_logits, model.temperature)
@@ -102,9 +147,9 @@ class BKDPotential(Potential):
             rows += (self.teacher_log_p[idx], self.log_normaliser[idx])
         return rows
 
-    def _log_joint(self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, *teacher):
-        """``(N/m) sum_B [log q_y + TIP] + log prior`` for one chain's ``theta [D]``."""
-        logits = self.model.student_logits(self.layout.unflatten(theta), x)
+    def _log_likelihood(self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, *teacher):
+        """``(N/m) sum_B [log q_y + TIP]``, the data part of the log joint, for ``theta [D]``."""
+        logits = self._student_logits(self.layout.unflatten(theta), x)
         data = -F.cross_entropy(logits, y, reduction="sum")
         if teacher:
             log_p, log_norm = teacher
@@ -114,17 +159,38 @@ class BKDPotential(Potential):
                     logits, log_p, log_norm, self.model.temperature, self.model.strength
                 ).sum()
             )
-        return data * (self.num_examples / y.shape[-1]) + self.log_prior(theta)
+        return data * (self.num_examples / y.shape[-1])
+
+    def _log_joint(self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, *teacher):
+        """``(N/m) sum_B [log q_y + TIP] + log prior`` for one chain's ``theta [D]``."""
+        return self._log_likelihood(theta, x, y, *teacher) + self.log_prior(theta)
+
+    def _add_prior_grad(self, grad: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        """``grad + theta / sigma^2``: adds ``-d log N(theta; 0, sigma^2 I) / d theta``.
+
+        The prior's gradient is written out rather than left to autograd (a square, a sum and
+        their backward passes over the ``D`` weights). The result is bitwise the one autograd
+        gives: one fused pass when ``1/sigma^2`` is a power of two (``sigma = 1``), where
+        ``theta / sigma^2`` is exact, else the same two roundings as autograd.
+        """
+        sigma = self.model.prior_scale
+        if sigma is None:
+            return grad
+        inv_var = 1.0 / sigma**2
+        if math.frexp(inv_var)[0] == 0.5:
+            return torch.add(grad, theta, alpha=inv_var)
+        return grad + theta * inv_var
 
     def log_joint(self, theta: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
         """The minibatch estimate of ``log p(theta, D)`` (``-U_B``)."""
         return self._log_joint(theta, *self._batch(idx))
 
     def value_and_grad(self, theta, idx):
-        theta = theta.detach().requires_grad_(True)
-        potential = -self.log_joint(theta, idx)
-        (grad,) = torch.autograd.grad(potential, theta)
-        return potential.detach(), grad
+        theta = theta.detach()
+        leaf = theta.detach().requires_grad_(True)
+        data = -self._log_likelihood(leaf, *self._batch(idx))
+        (grad,) = torch.autograd.grad(data, leaf)
+        return data.detach() - self.log_prior(theta), self._add_prior_grad(grad, theta)
 
     def batched_value_and_grad(
         self, theta: torch.Tensor, idx: torch.Tensor | None
@@ -135,10 +201,10 @@ class BKDPotential(Potential):
         in_dims = (0, *(None if idx is None else 0 for _ in rows))
 
         def negative(theta_c, *rows_c):
-            return -self._log_joint(theta_c, *rows_c)
+            return -self._log_likelihood(theta_c, *rows_c)
 
         grad, value = vmap(grad_and_value(negative), in_dims=in_dims)(theta, *rows)
-        return value, grad
+        return value - self.log_prior(theta), self._add_prior_grad(grad, theta)
 
 
 class TracePotential(Potential):

@@ -111,15 +111,20 @@ class SGLD(MCMCKernel):
 
     def sample(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         layout = self._potential.layout
-        theta = layout.flatten(params).detach()
+        if self._returned is not None and _same_tensors(params, self._returned[1]):
+            theta = self._returned[0]  # MCMC passed back our last draw: views of this theta
+        else:
+            theta = layout.flatten(params).detach()
         for _ in range(self.thin):
-            theta, potential, grad = self._step(theta)
+            theta, log_joint, grad_norm = self._step(theta)
         if self._draw >= self._warmup_steps:
-            self._lp.append(-potential)
-            self._grad_norm.append(grad.norm())
+            self._lp.append(log_joint)
+            self._grad_norm.append(grad_norm)
             self._step_sizes.append(self._last_step_size)
         self._draw += 1
-        return layout.unflatten(theta)
+        draw = layout.unflatten(theta)
+        self._returned = (theta, draw)
+        return draw
 
     def logging(self) -> dict[str, str]:
         return {"step size": f"{self._last_step_size:.2e}"}
@@ -147,17 +152,21 @@ class SGLD(MCMCKernel):
         self._grad_norm: list[torch.Tensor] = []
         self._step_sizes: list[float] = []
         self._monitor = FiniteMonitor(self.check_every)
+        # (theta, its named views) of the last draw returned, to skip re-flattening it
+        self._returned: tuple[torch.Tensor, dict[str, torch.Tensor]] | None = None
 
     def _step(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One SGLD step; returns the new ``theta``, the minibatch log joint and ``|grad U|``."""
         idx = self._batches.next()
         potential, grad = self._potential.value_and_grad(theta, None if idx is None else idx[0])
-        if self._monitor.record(-potential, grad.norm()):
+        log_joint, grad_norm = -potential, grad.norm()
+        if self._monitor.record(log_joint, grad_norm):
             self._monitor.check()
         eps = self.schedule(self._iteration)
         self._last_step_size = eps
         theta = self._update(theta, grad, torch.randn_like(theta), eps)
         self._iteration += 1
-        return theta, potential, grad
+        return theta, log_joint, grad_norm
 
     def _update(self, theta, grad, noise, eps) -> torch.Tensor:
         return sgld_step(theta, grad, noise, eps, self.temperature)
@@ -188,6 +197,11 @@ class PSGLD(SGLD):
         self._second_moment: torch.Tensor | None = None
         self._gain: torch.Tensor | None = None
 
+    def diagnostics(self) -> dict:
+        """Adds ``preconditioner``: the frozen gain ``G`` (flat, ``[D]``) of this chain."""
+        gain = torch.zeros(0) if self._gain is None else self._gain.detach().cpu()
+        return {**super().diagnostics(), "preconditioner": gain}
+
     def _update(self, theta, grad, noise, eps) -> torch.Tensor:
         rms = self.preconditioner
         if self._second_moment is None:
@@ -197,3 +211,10 @@ class PSGLD(SGLD):
         if self._gain is None or self._draw < self._warmup_steps:
             self._gain = rms.value(self._second_moment)
         return psgld_step(theta, grad, noise, eps, self._gain, self.temperature)
+
+
+def _same_tensors(params: dict[str, torch.Tensor], previous: dict[str, torch.Tensor]) -> bool:
+    """Whether ``params`` holds exactly the tensor objects of ``previous`` (no copy, no edit)."""
+    return len(params) == len(previous) and all(
+        params.get(name) is value for name, value in previous.items()
+    )
