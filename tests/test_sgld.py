@@ -277,7 +277,8 @@ def _sbc_ranks(step_factor: float, thin: int, replicates: int, seed: int = 0) ->
     q_true = vmap(probs, in_dims=(0, None))(theta_true, x_test)
     grad_fn = vmap(grad_and_value(lambda th, yy: -potential._log_joint(th, x, yy)))
     theta = torch.zeros(replicates, potential.layout.dim)
-    eps = step_factor * default_step_size("sgld", n)
+    # Without a teacher the Hessian of U does not depend on the labels: one default for all.
+    eps = step_factor * default_step_size("sgld", potential, torch.zeros(potential.layout.dim))
     kept = []
     for j in range(warmup + draws_kept * thin):
         grad, _ = grad_fn(theta, labels)

@@ -192,6 +192,37 @@ class BKDPotential(Potential):
         (grad,) = torch.autograd.grad(data, leaf)
         return data.detach() - self.log_prior(theta), self._add_prior_grad(grad, theta)
 
+    def max_curvature(
+        self,
+        theta: torch.Tensor,
+        *,
+        iterations: int = 20,
+        max_rows: int = 2048,
+        generator: torch.Generator | None = None,
+    ) -> float:
+        """``lambda_max`` of the Hessian of ``U`` at ``theta [D]`` by power iteration on
+        Hessian-vector products (the ``N/m``-rescaled Hessian of the first ``max_rows`` points
+        when ``N`` is larger). Sets the scale of a stable step, ``eps < 4 / lambda_max``."""
+        idx = None
+        if self.num_examples > max_rows:
+            idx = torch.randperm(self.num_examples, generator=generator)[:max_rows]
+            idx = idx.to(theta.device)
+
+        def grad_u(th):
+            th = th.detach().requires_grad_(True) if not th.requires_grad else th
+            return torch.autograd.grad(-self.log_joint(th, idx), th, create_graph=True)[0]
+
+        theta = theta.detach().requires_grad_(True)
+        grad = grad_u(theta)
+        v = torch.randn(theta.shape, generator=generator, dtype=theta.dtype).to(theta.device)
+        v = v / v.norm()
+        eigenvalue = 0.0
+        for _ in range(iterations):
+            (hv,) = torch.autograd.grad(grad, theta, v, retain_graph=True)
+            eigenvalue = float(hv @ v)
+            v = hv / hv.norm().clamp_min(1e-30)
+        return abs(eigenvalue)
+
     def batched_value_and_grad(
         self, theta: torch.Tensor, idx: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
