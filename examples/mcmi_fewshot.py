@@ -1,0 +1,446 @@
+"""MCMI teachers: few-shot and zero-shot distillation by KD and BKD (SPEC §6).
+
+For each data set this script
+
+1. trains a teacher by maximum likelihood (MLL), then an MCMI teacher by fine-tuning a copy of
+   it on ``CE - lam_cmi KL(P_x || Q_y)`` with the centroids ``Q_y`` fixed at the MLL teacher's
+   (``lam_cmi = 0.2``, SGD with a cosine schedule, a few epochs), and reports the test accuracy
+   and the plug-in train CMI of both;
+2. from each teacher distils students in the few-shot settings (a stratified fraction of the
+   training set, ``--fractions``) and the zero-shot settings (every example of ``k`` classes
+   removed, ``--omit k``; the omitted classes are the first ``k`` of 3, 1, 5, 7, ...), over
+   ``--seeds`` (the seed draws the few-shot subset, the student's initial weights, its batches
+   and the SGLD noise; the teachers are trained once per data set, with seed 0):
+
+   - KD: Hinton KD, ``tau = 4``, ``alpha = 0.9``, ``c = tau^2`` (loss ``0.1 CE + 0.9 tau^2 KL``),
+     Adam, with the weight decay that matches the BKD weight prior ``Normal(0, 1)``;
+   - BKD: :class:`pyro_bkd.BKDModel` with ``strength = strength_from_alpha(0.9, 4)`` (= 144),
+     warm-started at the KD student's weights, a short SGLD run (one chain) and the
+     posterior-mean prediction ``mean_s q^(s)(x)``. The step size is ``eps = s / N`` with
+     ``s = --sgld-step-scale``, default 0.03. The negative log posterior is
+     ``N L_KD / (1 - alpha) + ...``, ten times steeper than the cross entropy alone: the
+     package default ``s = 1`` (``eps = 1/N``) diverges here (on digits the log joint falls to
+     about ``-1e6`` and the posterior mean predicts at chance), and ``s = 0.1`` (a learning
+     rate of 0.5 on the mean KD loss) still loses 10-45 points of accuracy on MNIST in some
+     runs; ``s = 0.03`` and ``0.01`` kept the KD accuracy on MNIST at 5% and 100%. On the
+     CIFAR-10 subset (``small_cnn`` student, minibatches of 128) even ``s = 0.03`` and ``0.01``
+     diverge (BKD at chance) and ``s = 0.003`` is stable: see ``docs/results.md``;
+
+3. prints two Markdown tables (teachers; students: mean ± sd test accuracy over the seeds, and
+   for zero-shot also the accuracy on the test examples of the omitted classes) and the wall
+   time; ``--out FILE`` writes them atomically into ``FILE`` between the markers
+   ``<!-- mcmi_fewshot:begin -->`` and ``<!-- mcmi_fewshot:end -->`` (appended when the file
+   has no markers yet), so the rest of the file is kept.
+
+Default run: MNIST (10k train / 2k test, stratified, flattened; teacher MLP 784-256-256-10,
+student MLP 784-64-10) and the CIFAR-10 subset (4k / 1k, standardised; teacher ``small_cnn``
+width 16, student ``small_cnn`` width 8), seeds 0 1 2, fractions 0.05 0.1 0.25 1.0, omit 1 3.
+``--quick`` is a smoke run of under a minute (tiny subsets, one seed, few steps), e.g.
+``python examples/mcmi_fewshot.py --quick --datasets digits``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import re
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import models
+from pyro_bkd import BKDModel, DistillationData, cmi, sample, strength_from_alpha
+from pyro_bkd._atomic import write_text
+from pyro_bkd.data.loaders import (
+    Dataset,
+    load_cifar10_subset,
+    load_digits,
+    load_mnist,
+    standardize,
+)
+from pyro_bkd.data.splits import few_shot_indices, zero_shot_indices
+from pyro_bkd.distill import accuracy, train_student_kd, weight_decay_for_prior
+from pyro_bkd.teachers import teacher_logits, train_teacher
+
+TEMPERATURE = 4.0
+ALPHA = 0.9
+PRIOR_SCALE = 1.0
+CMI_WEIGHT = 0.2
+#: Omitted classes of the zero-shot settings: ``--omit k`` removes the first ``k`` of these.
+OMIT_ORDER: tuple[int, ...] = (3, 1, 5, 7, 9, 0, 2, 4, 6, 8)
+BEGIN = "<!-- mcmi_fewshot:begin -->"
+END = "<!-- mcmi_fewshot:end -->"
+DATASETS: tuple[str, ...] = ("mnist", "cifar10-subset", "digits")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Architectures and budgets of one data set."""
+
+    teacher: str
+    teacher_kwargs: dict
+    student: str
+    student_kwargs: dict
+    train_size: int | None  # stratified subsample of the training set (None: all)
+    test_size: int | None
+    teacher_epochs: int
+    teacher_lr: float
+    mcmi_epochs: int
+    mcmi_lr: float
+    kd_steps: int  # optimiser steps of a KD student (epochs = ceil(steps * batch / N))
+    kd_lr: float
+    sgld_batch: int | None  # None: full batch
+    sgld_warmup: int
+    sgld_draws: int
+    sgld_thin: int
+    batch_size: int = 128
+
+
+CONFIGS: dict[str, Config] = {
+    "mnist": Config(
+        teacher="mlp",
+        teacher_kwargs={"in_features": 784, "hidden": (256, 256)},
+        student="mlp",
+        student_kwargs={"in_features": 784, "hidden": (64,)},
+        train_size=10_000,
+        test_size=2_000,
+        teacher_epochs=10,
+        teacher_lr=0.05,
+        mcmi_epochs=5,
+        mcmi_lr=0.01,
+        kd_steps=600,
+        kd_lr=1e-3,
+        sgld_batch=None,
+        sgld_warmup=100,
+        sgld_draws=20,
+        sgld_thin=5,
+    ),
+    "cifar10-subset": Config(
+        teacher="small_cnn",
+        teacher_kwargs={"in_channels": 3, "width": 16},
+        student="small_cnn",
+        student_kwargs={"in_channels": 3, "width": 8},
+        train_size=None,
+        test_size=None,
+        teacher_epochs=12,
+        teacher_lr=0.02,
+        mcmi_epochs=4,
+        mcmi_lr=0.005,
+        kd_steps=120,
+        kd_lr=2e-3,
+        sgld_batch=128,
+        sgld_warmup=40,
+        sgld_draws=10,
+        sgld_thin=4,
+    ),
+    "digits": Config(
+        teacher="mlp",
+        teacher_kwargs={"in_features": 64, "hidden": (128, 128)},
+        student="mlp",
+        student_kwargs={"in_features": 64, "hidden": (16,)},
+        train_size=None,
+        test_size=None,
+        teacher_epochs=30,
+        teacher_lr=0.05,
+        mcmi_epochs=5,
+        mcmi_lr=0.01,
+        kd_steps=300,
+        kd_lr=3e-3,
+        sgld_batch=None,
+        sgld_warmup=100,
+        sgld_draws=20,
+        sgld_thin=5,
+    ),
+}
+
+
+def quick_config(config: Config) -> Config:
+    """A smoke-run version of ``config``: small subsets and few steps."""
+    return replace(
+        config,
+        train_size=None if config.train_size is None else min(config.train_size, 1000),
+        test_size=None if config.test_size is None else min(config.test_size, 300),
+        teacher_epochs=min(config.teacher_epochs, 10),
+        mcmi_epochs=2,
+        kd_steps=min(config.kd_steps, 100),
+        sgld_warmup=10,
+        sgld_draws=5,
+        sgld_thin=2,
+    )
+
+
+def load(name: str, config: Config) -> Dataset:
+    """The data set ``name``, subsampled (stratified, seed 0) to the sizes of ``config``."""
+    if name == "mnist":
+        data = load_mnist(flatten=True)
+    elif name == "cifar10-subset":
+        data = standardize(load_cifar10_subset())
+    elif name == "digits":
+        data = load_digits()
+    else:
+        raise ValueError(f"unknown data set {name!r}; valid: {', '.join(DATASETS)}")
+    if config.train_size is not None and config.train_size < len(data.y_train):
+        idx = few_shot_indices(data.y_train, config.train_size / len(data.y_train), seed=0)
+        data = replace(data, x_train=data.x_train[idx], y_train=data.y_train[idx])
+    if config.test_size is not None and config.test_size < len(data.y_test):
+        idx = few_shot_indices(data.y_test, config.test_size / len(data.y_test), seed=0)
+        data = replace(data, x_test=data.x_test[idx], y_test=data.y_test[idx])
+    return data
+
+
+def build(name: str, kwargs: dict, num_classes: int, seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return models.build(name, num_classes, **kwargs)
+
+
+def train_teachers(data: Dataset, config: Config, progress: bool) -> dict[str, dict]:
+    """MLL teacher and MCMI teacher (a fine-tuned copy); their accuracy, CMI and logits."""
+    mll = build(config.teacher, config.teacher_kwargs, data.num_classes, seed=0)
+    train_teacher(
+        mll,
+        data.x_train,
+        data.y_train,
+        objective="mll",
+        epochs=config.teacher_epochs,
+        lr=config.teacher_lr,
+        batch_size=config.batch_size,
+        seed=0,
+        progress=progress,
+    )
+    mcmi = copy.deepcopy(mll)
+    train_teacher(
+        mcmi,
+        data.x_train,
+        data.y_train,
+        objective="mcmi",
+        epochs=config.mcmi_epochs,
+        lr=config.mcmi_lr,
+        batch_size=config.batch_size,
+        cmi_weight=CMI_WEIGHT,
+        centroids="fixed",
+        seed=0,
+        progress=progress,
+    )
+    teachers = {}
+    for label, net in (("MLL", mll), ("MCMI", mcmi)):
+        logits = teacher_logits(net, data.x_train)
+        teachers[label] = {
+            "logits": logits,
+            "acc": accuracy(net, data.x_test, data.y_test),
+            "cmi": cmi(logits.double().softmax(-1), data.y_train).item(),
+        }
+    return teachers
+
+
+def settings(fractions: Sequence[float], omit: Sequence[int]) -> list[tuple[str, object]]:
+    """``("few", fraction)`` and ``("zero", omitted classes)`` in report order."""
+    out: list[tuple[str, object]] = [("few", f) for f in fractions]
+    out += [("zero", tuple(sorted(OMIT_ORDER[:k]))) for k in omit]
+    return out
+
+
+def setting_label(kind: str, value: object) -> str:
+    if kind == "few":
+        return f"few-shot {100 * value:g}%"
+    return "zero-shot omit {" + ",".join(str(c) for c in value) + "}"
+
+
+def distil(
+    data: Dataset,
+    config: Config,
+    logits: torch.Tensor,
+    idx: torch.Tensor,
+    seed: int,
+    progress: bool,
+    step_scale: float,
+) -> dict[str, torch.Tensor]:
+    """KD student and BKD posterior mean on the training examples ``idx``: test predictions."""
+    x, y, t = data.x_train[idx], data.y_train[idx], logits[idx]
+    n = len(idx)
+    student = build(config.student, config.student_kwargs, data.num_classes, seed=seed)
+    epochs = max(1, math.ceil(config.kd_steps * config.batch_size / n))
+    train_student_kd(
+        student,
+        x,
+        y,
+        t,
+        temperature=TEMPERATURE,
+        alpha=ALPHA,
+        epochs=epochs,
+        batch_size=min(config.batch_size, n),
+        lr=config.kd_lr,
+        weight_decay=weight_decay_for_prior(PRIOR_SCALE, n, ALPHA),
+        optimizer="adam",
+        seed=seed,
+        progress=False,
+    )
+    with torch.no_grad():
+        kd_pred = torch.cat([student(b).argmax(-1) for b in torch.split(data.x_test, 512)])
+    warm = {k: v.detach().clone() for k, v in student.named_parameters()}
+    model = BKDModel(
+        copy.deepcopy(student),
+        temperature=TEMPERATURE,
+        strength=strength_from_alpha(ALPHA, TEMPERATURE),
+        prior_scale=PRIOR_SCALE,
+    )
+    result = sample(
+        model,
+        DistillationData(x, y, t),
+        method="sgld",
+        num_samples=config.sgld_draws,
+        warmup=config.sgld_warmup,
+        thin=config.sgld_thin,
+        chains=1,
+        batch_size=None if config.sgld_batch is None else min(config.sgld_batch, n),
+        x_test=data.x_test,
+        step_size=step_scale / n,
+        warm_start=warm,
+        seed=seed,
+        on_nonfinite="backoff",
+        progress=progress,
+    )
+    bkd_pred = result.probs.mean(dim=(0, 1)).argmax(-1)
+    return {"KD": kd_pred, "BKD": bkd_pred}
+
+
+def mean_sd(values: Sequence[float]) -> str:
+    if not values:
+        return "–"
+    mean = statistics.fmean(values)
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{100 * mean:.2f} ± {100 * sd:.2f}"
+
+
+def run(args: argparse.Namespace) -> str:
+    progress = args.progress
+    teacher_rows, student_rows = [], []
+    for name in args.datasets:
+        config = CONFIGS[name]
+        if args.quick:
+            config = quick_config(config)
+        data = load(name, config)
+        start = time.perf_counter()
+        teachers = train_teachers(data, config, progress)
+        print(f"[{name}] teachers trained in {time.perf_counter() - start:.1f} s", flush=True)
+        for label, info in teachers.items():
+            teacher_rows.append(
+                f"| {name} | {label} | {100 * info['acc']:.2f} | {info['cmi']:.4f} |"
+            )
+        for kind, value in settings(args.fractions, args.omit):
+            start = time.perf_counter()
+            results: dict[tuple[str, str, str], list[float]] = {}
+            omitted_test = None
+            if kind == "zero":
+                omitted_test = torch.isin(data.y_test, torch.tensor(value))
+            for seed in args.seeds:
+                if kind == "few":
+                    idx = few_shot_indices(data.y_train, value, seed=seed)
+                else:
+                    idx = zero_shot_indices(data.y_train, value)
+                for label, info in teachers.items():
+                    preds = distil(
+                        data, config, info["logits"], idx, seed, progress, args.sgld_step_scale
+                    )
+                    for method, pred in preds.items():
+                        hits = (pred == data.y_test).double()
+                        results.setdefault((label, method, "all"), []).append(hits.mean().item())
+                        if omitted_test is not None:
+                            omitted_acc = hits[omitted_test].mean().item()
+                            results.setdefault((label, method, "omit"), []).append(omitted_acc)
+            for label in teachers:
+                cells = [mean_sd(results[(label, m, "all")]) for m in ("KD", "BKD")]
+                cells += [mean_sd(results.get((label, m, "omit"), [])) for m in ("KD", "BKD")]
+                row = [name, setting_label(kind, value), label, *cells]
+                student_rows.append("| " + " | ".join(row) + " |")
+            elapsed = time.perf_counter() - start
+            print(f"[{name}] {setting_label(kind, value)} done in {elapsed:.1f} s", flush=True)
+            print("\n".join(student_rows[-len(teachers) :]), flush=True)
+    teacher_table = [
+        "| data set | teacher | test acc (%) | train CMI (nats) |",
+        "|---|---|---|---|",
+        *teacher_rows,
+    ]
+    student_table = [
+        "| data set | setting | teacher | KD acc (%) | BKD acc (%) "
+        "| KD omitted-class acc (%) | BKD omitted-class acc (%) |",
+        "|---|---|---|---|---|---|---|",
+        *student_rows,
+    ]
+    return "\n".join(teacher_table) + "\n\n" + "\n".join(student_table) + "\n"
+
+
+def write_block(path: Path, block: str) -> None:
+    """Put ``block`` between the markers in ``path`` (appended if absent), atomically."""
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    wrapped = f"{BEGIN}\n{block.rstrip()}\n{END}"
+    if BEGIN in text and END in text:
+        pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.DOTALL)
+        text = pattern.sub(lambda _: wrapped, text, count=1)
+    else:
+        text = (text.rstrip() + "\n\n" if text.strip() else "") + wrapped + "\n"
+    write_text(path, text)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=None)
+    parser.add_argument("--seeds", nargs="+", type=int, default=None)
+    parser.add_argument("--fractions", nargs="+", type=float, default=None)
+    parser.add_argument("--omit", nargs="+", type=int, default=None, help="omitted-class counts")
+    parser.add_argument("--quick", action="store_true", help="smoke run (< 60 s)")
+    parser.add_argument("--out", type=Path, default=None, help="Markdown file to write into")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument(
+        "--sgld-step-scale",
+        type=float,
+        default=0.03,
+        help="SGLD step size eps = scale / N (default 0.03; 1.0 is pyro_bkd's default)",
+    )
+    parser.add_argument("--progress", action="store_true", help="show tqdm progress bars")
+    args = parser.parse_args(argv)
+    defaults = {
+        "datasets": ["digits"] if args.quick else ["mnist", "cifar10-subset"],
+        "seeds": [0] if args.quick else [0, 1, 2],
+        "fractions": [0.1, 1.0] if args.quick else [0.05, 0.1, 0.25, 1.0],
+        "omit": [1] if args.quick else [1, 3],
+    }
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if any(not 0 < f <= 1 for f in args.fractions):
+        parser.error("--fractions must be in (0, 1]")
+    if any(not 0 < k < 10 for k in args.omit):
+        parser.error("--omit counts must be in 1..9")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    tables = run(args)
+    wall = time.perf_counter() - start
+    command = "python examples/mcmi_fewshot.py " + " ".join(
+        sys.argv[1:] if argv is None else list(argv)
+    )
+    block = (
+        f"Command: `{command.strip()}` ({args.threads} thread(s)); "
+        f"seeds {args.seeds}; SGLD eps = {args.sgld_step_scale:g}/N; "
+        f"wall time {wall:.0f} s ({wall / 60:.1f} min).\n\n{tables}"
+    )
+    print(tables)
+    print(f"wall time: {wall:.1f} s", flush=True)
+    if args.out is not None:
+        write_block(args.out, block)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
