@@ -1,0 +1,493 @@
+"""The ``pyro-bkd`` command (DESIGN.md, Command line).
+
+- ``pyro-bkd demo --out DIR``: the whole workflow on scikit-learn's digits (a few minutes on a
+  laptop CPU; ``--quick`` for a seconds-long smoke run);
+- ``pyro-bkd fit --data FILE.npz --out DIR``: BKD with your own teacher logits;
+- ``pyro-bkd teacher --dataset NAME --out DIR``: train an MLL or MCMI teacher and save its
+  logits in the format ``fit`` reads.
+
+This module parses arguments, calls :mod:`pyro_bkd.pipeline` and prints results. Exit status:
+0 on success; 2 on bad input (bad arguments, a missing or malformed file, an unknown name...),
+with one line ``pyro-bkd: error: <message>`` on stderr and no traceback; 1 with one such line
+when SGLD diverges (a non-finite potential). Other exceptions are bugs and propagate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NoReturn
+
+import torch
+
+from pyro_bkd import __version__
+from pyro_bkd.infer.monitor import NonFiniteError
+
+PROG = "pyro-bkd"
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+#: Errors of the library that mean "bad input": reported in one line, exit status 2.
+INPUT_ERRORS = (ValueError, TypeError, FileNotFoundError, KeyError)
+
+STUDENT_HELP = (
+    "student network: linear, mlp, mlp:H1,H2,... (hidden widths), or a models name "
+    "(lenet, small_cnn, resnet8, resnet20, ..., wrn_16_2, vgg8; convolutional students need "
+    "x of shape [N, C, H, W]); input size from x_train"
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """``argparse`` with the error format of the whole command: one line, exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        _fail(message)
+
+
+def _fail(message: str, status: int = EXIT_BAD_INPUT) -> NoReturn:
+    print(f"{PROG}: error: {one_line(message)}", file=sys.stderr)
+    raise SystemExit(status)
+
+
+def one_line(message: str) -> str:
+    """``message`` with its lines joined by ``"; "`` and runs of spaces collapsed."""
+    parts = [" ".join(line.split()) for line in str(message).splitlines()]
+    return "; ".join(part for part in parts if part) or "unknown error"
+
+
+def error_message(error: BaseException) -> str:
+    """The text of a library error (a ``KeyError``'s key without the quotes ``str`` adds)."""
+    if isinstance(error, KeyError) and len(error.args) == 1:
+        return str(error.args[0])
+    return str(error) or type(error).__name__
+
+
+# --------------------------------------------------------------------------- argument types
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be finite, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def prior_scale(text: str) -> float | None:
+    """A weight-prior scale ``> 0``, or ``none`` for a flat prior."""
+    if text.strip().lower() == "none":
+        return None
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0 (or 'none' for a flat prior), got {text}")
+    return value
+
+
+def _integer(text: str, minimum: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    return _integer(text, 1)
+
+
+def nonnegative_int(text: str) -> int:
+    return _integer(text, 0)
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``pyro-bkd`` and its three subcommands."""
+    from pyro_bkd.pipeline import METHODS, TEACHER_DATASETS
+    from pyro_bkd.teachers import OBJECTIVES
+
+    parser = _Parser(
+        prog=PROG,
+        description="Bayesian knowledge distillation with uncertainty quantification, on Pyro.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    demo = commands.add_parser(
+        "demo",
+        help="the whole workflow on scikit-learn's digits",
+        description=(
+            "Teacher (MLP 64-256-256-10, MLL), student MLP 64-32-10 trained alone, by KD "
+            "(tau 4, alpha 0.9) and as the MAP of the BKD model, then BKD by 4 SGLD chains. "
+            "Writes posterior.nc, metrics.json, plots/ and report.html/report.md to --out."
+        ),
+    )
+    demo.add_argument("--out", required=True, help="output directory (created if needed)")
+    demo.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (0)")
+    demo.add_argument(
+        "--quick",
+        action="store_true",
+        help="a tiny budget (seconds, for tests); numbers mean nothing",
+    )
+    _add_common(demo, default_threads="1")
+    demo.set_defaults(handler=_demo)
+
+    fit = commands.add_parser(
+        "fit",
+        help="BKD with your own teacher logits (.npz)",
+        description=(
+            "BKD with your own teacher. FILE.npz holds x_train [N, ...], y_train [N], "
+            "teacher_logits_train [N, K], x_test [M, ...] and optionally y_test [M], "
+            "teacher_logits_test [M, K], p_test [M, K] (true probabilities, for coverage). "
+            "The student is warm-started by KD (--warm-epochs), then sampled or fitted by "
+            "--method. Writes posterior.nc and metrics.json to --out."
+        ),
+    )
+    fit.add_argument("--data", required=True, metavar="FILE.npz", help="input arrays")
+    fit.add_argument("--out", required=True, help="output directory (created if needed)")
+    fit.add_argument("--student", default="linear", help=STUDENT_HELP + " (linear)")
+    fit.add_argument(
+        "--temperature", type=positive_float, default=4.0, help="tau > 0 of the TIP (4)"
+    )
+    fit.add_argument(
+        "--strength", type=nonnegative_float, default=1.0, help="teacher strength lam >= 0 (1)"
+    )
+    fit.add_argument(
+        "--prior-scale",
+        type=prior_scale,
+        default=1.0,
+        help="sigma > 0 of the Normal(0, sigma^2) weight prior, or 'none' for flat (1)",
+    )
+    fit.add_argument("--method", choices=METHODS, default="sgld", help="inference method (sgld)")
+    fit.add_argument(
+        "--num-samples",
+        type=positive_int,
+        help="draws per chain (sgld/psgld/nuts/svi: 200; map: 1)",
+    )
+    fit.add_argument(
+        "--warmup",
+        type=nonnegative_int,
+        help="warm-up steps per chain (sgld/psgld: 1000, nuts: 200)",
+    )
+    fit.add_argument(
+        "--chains", type=positive_int, help="chains (sgld/psgld: 4, nuts: 2; svi/map: 1)"
+    )
+    fit.add_argument(
+        "--thin", type=positive_int, help="keep every thin-th step (sgld/psgld: 10, nuts: 1)"
+    )
+    fit.add_argument("--batch-size", type=positive_int, default=128, help="minibatch size m (128)")
+    fit.add_argument(
+        "--step-size",
+        type=positive_float,
+        help="step eps on the summed potential (default: pyro_bkd.sample's, from the curvature)",
+    )
+    fit.add_argument(
+        "--lr", type=positive_float, default=3e-3, help="Adam learning rate of KD/SVI (0.003)"
+    )
+    fit.add_argument(
+        "--warm-epochs",
+        type=nonnegative_int,
+        default=30,
+        help="epochs of KD training before inference; 0 starts from the random init (30)",
+    )
+    fit.add_argument(
+        "--steps", type=positive_int, default=2000, help="optimisation steps of map/svi (2000)"
+    )
+    fit.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (0)")
+    fit.add_argument(
+        "--keep-weights",
+        action="store_true",
+        help="store the weight draws in posterior.nc (large for big students)",
+    )
+    fit.add_argument("--report", action="store_true", help="also write report.html and report.md")
+    _add_common(fit, default_threads="1")
+    fit.set_defaults(handler=_fit)
+
+    teacher = commands.add_parser(
+        "teacher",
+        help="train an MLL or MCMI teacher and save its logits",
+        description=(
+            "Train a teacher by maximum likelihood (mll) or by MLL then MCMI fine-tuning "
+            "(mcmi, SPEC section 6). Writes teacher.pt, teacher_logits.npz (ready for "
+            "'pyro-bkd fit --data') and metrics.json to --out."
+        ),
+    )
+    teacher.add_argument("--dataset", required=True, choices=TEACHER_DATASETS)
+    teacher.add_argument("--out", required=True, help="output directory (created if needed)")
+    teacher.add_argument("--objective", choices=OBJECTIVES, default="mll", help="(mll)")
+    teacher.add_argument(
+        "--cmi-weight",
+        type=nonnegative_float,
+        default=0.2,
+        help="lam_cmi of the MCMI loss CE - lam_cmi KL(P_x || Q_y) (0.2)",
+    )
+    teacher.add_argument(
+        "--epochs",
+        type=positive_int,
+        default=20,
+        help="epochs of the objective (mcmi: of the fine-tuning) (20)",
+    )
+    teacher.add_argument(
+        "--mll-epochs",
+        type=positive_int,
+        help="mcmi only: epochs of the MLL pre-training (default: --epochs)",
+    )
+    teacher.add_argument(
+        "--arch", default="mlp", help="teacher network, names as for fit's --student (mlp)"
+    )
+    teacher.add_argument("--data-root", help="folder holding mnist/, fashion-mnist/, cifar10/")
+    teacher.add_argument(
+        "--test-only",
+        action="store_true",
+        help="mnist/fashion-mnist: split the official test images when the train files are missing",
+    )
+    teacher.add_argument(
+        "--lr", type=positive_float, default=0.05, help="SGD learning rate of MLL (0.05)"
+    )
+    teacher.add_argument(
+        "--finetune-lr",
+        type=positive_float,
+        default=0.01,
+        help="SGD learning rate of the MCMI fine-tuning (0.01)",
+    )
+    teacher.add_argument("--batch-size", type=positive_int, default=128, help="(128)")
+    teacher.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (0)")
+    teacher.add_argument(
+        "--no-inputs",
+        action="store_true",
+        help="leave x_train/x_test out of teacher_logits.npz (smaller file, not fit-ready)",
+    )
+    _add_common(teacher)
+    teacher.set_defaults(handler=_teacher)
+    return parser
+
+
+def _add_common(parser: argparse.ArgumentParser, default_threads: str | None = None) -> None:
+    parser.add_argument(
+        "--device", default="auto", help="auto (cuda if available, else cpu), cpu, cuda, cuda:N"
+    )
+    threads_default = (
+        "1 unless OMP_NUM_THREADS is set: small students run fastest on one thread, and "
+        "threads contend badly on a busy machine"
+        if default_threads
+        else "PyTorch's"
+    )
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        help=f"CPU threads of PyTorch (default: {threads_default})",
+    )
+    parser.set_defaults(default_threads=default_threads)
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bars or stage messages"
+    )
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``pyro-bkd`` with ``argv`` (default ``sys.argv[1:]``); returns 0 on success.
+
+    Bad input raises ``SystemExit(2)`` after printing ``pyro-bkd: error: <message>`` to stderr.
+    """
+    args = build_parser().parse_args(argv)
+    try:
+        _set_threads(args)
+        return args.handler(args)
+    except NonFiniteError as error:
+        _fail(error_message(error), status=EXIT_FAILED)
+    except INPUT_ERRORS as error:
+        _fail(error_message(error))
+
+
+def _set_threads(args: argparse.Namespace) -> None:
+    threads = args.threads
+    if threads is None and args.default_threads and "OMP_NUM_THREADS" not in os.environ:
+        threads = int(args.default_threads)
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
+def _log(args: argparse.Namespace) -> Callable[[str], None]:
+    def log(message: str) -> None:
+        if not args.quiet:
+            print(f"{PROG} {args.command}: {message}", file=sys.stderr, flush=True)
+
+    return log
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from pyro_bkd.pipeline import DEMO_METHODS, run_demo
+
+    start = time.perf_counter()
+    values = run_demo(
+        args.out,
+        seed=args.seed,
+        quick=args.quick,
+        device=args.device,
+        progress=not args.quiet,
+        log=_log(args),
+    )
+    methods = values["methods"]
+    print(
+        format_table(
+            {name: methods[name] for name in DEMO_METHODS},
+            ("accuracy", "nll", "ece", "brier", "md_auroc", "wall_seconds"),
+            row_title="method",
+        )
+    )
+    bkd = methods["bkd_sgld"]
+    print(
+        f"BKD (SGLD): {bkd['num_chains']} chains x {bkd['num_draws']} draws, "
+        f"max R-hat {_fmt(bkd['max_rhat'])}, min bulk ESS {_fmt(bkd['min_ess_bulk'])}, "
+        f"mean 95% interval width {_fmt(bkd['mean_interval_width'])}"
+    )
+    noise = values["noise"]
+    print(
+        "mean deviance at noise "
+        + ", ".join(f"{level:g}" for level in noise["levels"])
+        + f": BKD {_fmt_list(noise['bkd_mean_deviance'])}; "
+        + f"KD 2xH {_fmt_list(noise['kd_2x_entropy'])}"
+    )
+    print(
+        f"wrote {args.out}/ (posterior.nc, metrics.json, report.html, report.md, plots/) "
+        f"in {time.perf_counter() - start:.1f} s"
+    )
+    return 0
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from pyro_bkd.pipeline import FitOptions, run_fit
+
+    options = FitOptions(
+        data=args.data,
+        out=args.out,
+        student=args.student,
+        temperature=args.temperature,
+        strength=args.strength,
+        prior_scale=args.prior_scale,
+        method=args.method,
+        num_samples=args.num_samples,
+        warmup=args.warmup,
+        chains=args.chains,
+        thin=args.thin,
+        batch_size=args.batch_size,
+        step_size=args.step_size,
+        lr=args.lr,
+        warm_epochs=args.warm_epochs,
+        steps=args.steps,
+        seed=args.seed,
+        device=args.device,
+        keep_weights=args.keep_weights,
+        report=args.report,
+        progress=not args.quiet,
+    )
+    values = run_fit(options, log=_log(args))
+    columns = (
+        "accuracy",
+        "nll",
+        "ece",
+        "coverage",
+        "mean_interval_width",
+        "max_rhat",
+        "min_ess_bulk",
+        "draws",
+        "wall_seconds",
+    )
+    rows = {values["method"]: values}
+    if "teacher" in values:
+        rows["teacher"] = values["teacher"]
+    print(format_table(rows, columns, row_title="method"))
+    print(f"wrote {args.out}/ (posterior.nc, metrics.json)")
+    return 0
+
+
+def _teacher(args: argparse.Namespace) -> int:
+    from pyro_bkd.pipeline import TeacherOptions, run_teacher
+
+    options = TeacherOptions(
+        dataset=args.dataset,
+        out=args.out,
+        objective=args.objective,
+        arch=args.arch,
+        epochs=args.epochs,
+        mll_epochs=args.mll_epochs,
+        cmi_weight=args.cmi_weight,
+        lr=args.lr,
+        finetune_lr=args.finetune_lr,
+        batch_size=args.batch_size,
+        data_root=args.data_root,
+        test_only=args.test_only,
+        save_inputs=not args.no_inputs,
+        seed=args.seed,
+        device=args.device,
+        progress=not args.quiet,
+    )
+    values = run_teacher(options, log=_log(args))
+    columns = ("accuracy", "nll", "ece", "brier", "train_accuracy", "cmi", "wall_seconds")
+    print(format_table({f"{values['objective']} teacher": values}, columns, row_title="model"))
+    print(f"wrote {args.out}/ (teacher.pt, teacher_logits.npz, metrics.json)")
+    return 0
+
+
+# --------------------------------------------------------------------------- printing
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1e4 else f"{value:.0f}"
+    return str(value)
+
+
+def _fmt_list(values: Sequence[Any]) -> str:
+    return " ".join(_fmt(value) for value in values)
+
+
+def format_table(
+    rows: Mapping[str, Mapping[str, Any]], columns: Sequence[str], row_title: str = ""
+) -> str:
+    """Plain-text table: a row per entry of ``rows``, the given ``columns`` (``-`` if absent)."""
+    header = [row_title, *columns]
+    body = [[name, *(_fmt(row.get(column)) for column in columns)] for name, row in rows.items()]
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+    lines = [
+        "  ".join(
+            cell.ljust(width) if i == 0 else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(line, widths, strict=True))
+        )
+        for line in [header, *body]
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

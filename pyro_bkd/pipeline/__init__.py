@@ -1,0 +1,48 @@
+"""The jobs behind the ``pyro-bkd`` command: ``demo``, ``fit`` and ``teacher``.
+
+:mod:`pyro_bkd.cli` parses the arguments and reports errors; this module does the work and
+never prints (progress goes to tqdm bars, stage messages to a ``log`` callable).
+
+Every job checks its options and inputs before any expensive work and raises ``ValueError``,
+``TypeError``, ``KeyError`` or ``FileNotFoundError`` with a message naming the problem. Output
+files are written only after everything has been computed, each atomically (a temporary file
+renamed over the target), and ``metrics.json`` last: a failed run never leaves a partial
+``posterior.nc`` or ``metrics.json``.
+
+- :func:`run_demo`: digits, an MLP teacher trained by maximum likelihood, a small student trained
+  alone, by KD and as the MAP of :class:`~pyro_bkd.BKDModel`, then BKD by SGLD warm-started at
+  the KD student; metrics, plots, ``posterior.nc`` and an HTML/Markdown report.
+- :func:`run_fit`: bring your own teacher logits in an ``.npz`` file (:func:`load_fit_data`),
+  any student (:func:`build_student`), one inference method (:data:`METHODS`).
+- :func:`run_teacher`: train an MLL or MCMI teacher on a bundled or local data set and save it
+  with its logits (an ``.npz`` that ``fit`` reads directly).
+"""
+
+from pyro_bkd.pipeline.common import build_student, resolve_device
+from pyro_bkd.pipeline.demo import DEMO_METHODS, FULL_BUDGET, QUICK_BUDGET, DemoBudget, run_demo
+from pyro_bkd.pipeline.fit import METHODS, FitData, FitOptions, load_fit_data, run_fit
+from pyro_bkd.pipeline.teacher import (
+    TEACHER_DATASETS,
+    TeacherOptions,
+    load_teacher,
+    run_teacher,
+)
+
+__all__ = [
+    "DEMO_METHODS",
+    "FULL_BUDGET",
+    "METHODS",
+    "QUICK_BUDGET",
+    "TEACHER_DATASETS",
+    "DemoBudget",
+    "FitData",
+    "FitOptions",
+    "TeacherOptions",
+    "build_student",
+    "load_fit_data",
+    "load_teacher",
+    "resolve_device",
+    "run_demo",
+    "run_fit",
+    "run_teacher",
+]

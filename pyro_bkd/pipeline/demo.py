@@ -1,0 +1,388 @@
+"""The ``demo`` job: the whole BKD workflow on scikit-learn's digits, in about two minutes.
+
+Teacher by maximum likelihood, a small student trained alone, by KD and as the MAP of
+:class:`~pyro_bkd.BKDModel`, then BKD by SGLD; metrics, plots, ``posterior.nc`` and a report.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+import warnings
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+import models
+from pyro_bkd import __version__, export, metrics, plots, uq
+from pyro_bkd.data import DistillationData, add_input_noise, load_dataset
+from pyro_bkd.distill import train_student_kd, weight_decay_for_prior
+from pyro_bkd.infer.run import sample
+from pyro_bkd.infer.svi import fit_svi
+from pyro_bkd.kd import strength_from_alpha
+from pyro_bkd.model import BKDModel
+from pyro_bkd.pipeline.common import (
+    Log,
+    check_int,
+    clean,
+    num_weights,
+    point_metrics,
+    point_probs,
+    prepare_out_dir,
+    quiet,
+    resolve_device,
+    save_figure,
+    seconds,
+    summary_of_point,
+    write_json,
+)
+from pyro_bkd.predictive import predict_probs
+from pyro_bkd.report import write_report
+from pyro_bkd.teachers import teacher_logits, train_teacher
+
+#: Input-noise levels of the robustness test (SPEC §5).
+NOISE_LEVELS: tuple[float, ...] = (0.0, 0.1, 0.2, 0.4, 0.8)
+
+
+@dataclass(frozen=True)
+class DemoBudget:
+    """How long each stage of :func:`run_demo` trains or samples."""
+
+    teacher_epochs: int = 40
+    teacher_lr: float = 0.05
+    student_epochs: int = 60
+    student_lr: float = 3e-3
+    batch_size: int = 128
+    num_samples: int = 200
+    warmup: int = 1000
+    thin: int = 10
+    chains: int = 4
+    #: Use only the first ``test_size`` test inputs (``None``: all); R-hat per entry is slow.
+    test_size: int | None = None
+
+
+#: The full demo: about 1-2 minutes on two CPU cores.
+FULL_BUDGET = DemoBudget()
+#: ``--quick``: a few seconds, for tests; the numbers mean nothing.
+QUICK_BUDGET = DemoBudget(
+    teacher_epochs=1, student_epochs=1, num_samples=8, warmup=4, thin=1, chains=4, test_size=60
+)
+
+DEMO_TEACHER_HIDDEN = (256, 256)
+DEMO_STUDENT_HIDDEN = (32,)
+DEMO_TEMPERATURE = 4.0
+DEMO_ALPHA = 0.9
+DEMO_PRIOR_SCALE = 1.0
+#: Rows and order of the demo's metric table.
+DEMO_METHODS: tuple[str, ...] = ("teacher", "student_alone", "kd", "map", "bkd_sgld")
+
+
+def run_demo(
+    out: str | os.PathLike[str],
+    *,
+    seed: int = 0,
+    quick: bool = False,
+    device: str | None = None,
+    progress: bool = True,
+    log: Log = quiet,
+) -> dict[str, Any]:
+    """The main job on scikit-learn's digits; writes ``out/{posterior.nc, metrics.json,
+    plots/*.png, report.html, report.md}`` and returns the metrics.
+
+    Teacher: MLP 64-256-256-10 by maximum likelihood. Students: MLP 64-32-10 from one
+    initialisation, trained alone (cross entropy), by KD (``tau = 4``, ``alpha = 0.9``,
+    ``c = tau^2``) and as the MAP of :class:`~pyro_bkd.BKDModel` with the matching strength
+    ``lam = alpha tau^2 / (1 - alpha) = 144`` (SVI with a delta guide, same batches and
+    learning rate: by SPEC §3 it should agree with KD), each with the weight decay of the
+    ``Normal(0, 1)`` weight prior. BKD: 4 SGLD chains from the KD student (the default step
+    size of :func:`pyro_bkd.sample`), class probabilities at the test inputs and, for the
+    robustness test, at noisy test inputs.
+    """
+    check_int("seed", seed, minimum=0)
+    budget = QUICK_BUDGET if quick else FULL_BUDGET
+    out_dir = prepare_out_dir(out)
+    plot_dir = out_dir / "plots"
+    plot_dir.mkdir(exist_ok=True)
+    dev = resolve_device(device)
+    start = time.perf_counter()
+    methods: dict[str, dict[str, Any]] = {}
+
+    log("loading scikit-learn digits (8x8 images, 10 classes)")
+    dataset = load_dataset("digits", seed=seed)
+    x_train, y_train = dataset.x_train, dataset.y_train
+    x_test, y_test = dataset.x_test[: budget.test_size], dataset.y_test[: budget.test_size]
+    num_train, num_classes = x_train.shape[0], dataset.num_classes
+    in_features = x_train.shape[1]
+
+    log(f"[1/5] teacher: MLP {in_features}-256-256-{num_classes}, {budget.teacher_epochs} epochs")
+    stage = time.perf_counter()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        teacher = models.build(
+            "mlp", num_classes, in_features=in_features, hidden=DEMO_TEACHER_HIDDEN
+        )
+    train_teacher(
+        teacher,
+        x_train,
+        y_train,
+        objective="mll",
+        epochs=budget.teacher_epochs,
+        lr=budget.teacher_lr,
+        batch_size=budget.batch_size,
+        seed=seed,
+        device=dev,
+        progress=progress,
+    )
+    t_train = teacher_logits(teacher, x_train)
+    t_test = teacher_logits(teacher, x_test)
+    methods["teacher"] = {
+        **point_metrics(t_test, y_test),
+        "weights": num_weights(teacher),
+        "wall_seconds": seconds(stage),
+    }
+
+    strength = strength_from_alpha(DEMO_ALPHA, DEMO_TEMPERATURE)
+    student_seed = seed + 1
+
+    def new_student() -> nn.Module:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(student_seed)
+            return models.build(
+                "mlp", num_classes, in_features=in_features, hidden=DEMO_STUDENT_HIDDEN
+            )
+
+    train_options = {
+        "epochs": budget.student_epochs,
+        "batch_size": budget.batch_size,
+        "lr": budget.student_lr,
+        "seed": seed,
+        "device": dev,
+        "progress": progress,
+    }
+    log(
+        f"[2/5] student alone and by KD: MLP {in_features}-32-{num_classes}, "
+        f"{budget.student_epochs} epochs each"
+    )
+    stage = time.perf_counter()
+    alone = train_student_kd(
+        new_student(),
+        x_train,
+        y_train,
+        None,
+        alpha=0.0,
+        weight_decay=weight_decay_for_prior(DEMO_PRIOR_SCALE, num_train, 0.0),
+        **train_options,
+    ).student
+    methods["student_alone"] = {
+        **point_metrics(teacher_logits(alone, x_test), y_test),
+        "weights": num_weights(alone),
+        "wall_seconds": seconds(stage),
+    }
+    stage = time.perf_counter()
+    kd_student = train_student_kd(
+        new_student(),
+        x_train,
+        y_train,
+        t_train,
+        temperature=DEMO_TEMPERATURE,
+        alpha=DEMO_ALPHA,
+        weight_decay=weight_decay_for_prior(DEMO_PRIOR_SCALE, num_train, DEMO_ALPHA),
+        **train_options,
+    ).student
+    kd_test_logits = teacher_logits(kd_student, x_test)
+    kd_probs = point_probs(kd_test_logits)
+    methods["kd"] = {
+        **point_metrics(kd_test_logits, y_test),
+        "weights": num_weights(kd_student),
+        "wall_seconds": seconds(stage),
+    }
+
+    log(f"[3/5] MAP of BKDModel (lam = {strength:g}) by SVI with a delta guide")
+    stage = time.perf_counter()
+    data = DistillationData(x_train, y_train, t_train)
+    map_model = BKDModel(new_student(), DEMO_TEMPERATURE, strength, DEMO_PRIOR_SCALE).to(dev)
+    steps_per_epoch = -(-num_train // budget.batch_size)
+    map_fit = fit_svi(
+        map_model,
+        data,
+        guide="delta",
+        num_steps=budget.student_epochs * steps_per_epoch,
+        batch_size=budget.batch_size,
+        lr=budget.student_lr,
+        seed=seed,
+        progress=progress,
+    )
+    map_probs = map_fit.probs(x_test, 1)
+    methods["map"] = {
+        **summary_of_point(map_probs, y_test),
+        "weights": num_weights(map_model.student),
+        "wall_seconds": seconds(stage),
+    }
+
+    log(
+        f"[4/5] BKD by SGLD: {budget.chains} chains x ({budget.warmup} warm-up + "
+        f"{budget.num_samples} x {budget.thin}) steps from the KD student"
+    )
+    stage = time.perf_counter()
+    bkd_model = BKDModel(copy.deepcopy(kd_student), DEMO_TEMPERATURE, strength, DEMO_PRIOR_SCALE)
+    kd_weights = bkd_model.initial_values()
+    result = sample(
+        bkd_model,
+        data,
+        method="sgld",
+        num_samples=budget.num_samples,
+        warmup=budget.warmup,
+        thin=budget.thin,
+        chains=budget.chains,
+        batch_size=budget.batch_size,
+        x_test=x_test,
+        keep_weights=True,
+        warm_start=kd_weights,
+        seed=seed,
+        device=dev,
+        progress=progress,
+    )
+    assert result.probs is not None and result.weights is not None
+    bkd_probs = result.probs
+    sampling_seconds = seconds(stage)
+    bkd_summary = metrics.summarize(bkd_probs, y_test)
+    step_size = float(result.sample_stats["step_size"].flatten()[0])
+    methods["bkd_sgld"] = {
+        **bkd_summary,
+        "draws": int(bkd_probs.shape[0] * bkd_probs.shape[1]),
+        "step_size": step_size,
+        "step_size_times_n": step_size * num_train,
+        "weights": num_weights(bkd_model.student),
+        "sampling_seconds": sampling_seconds,
+        "wall_seconds": seconds(stage),
+    }
+
+    log("[5/5] robustness to input noise, plots, posterior.nc, metrics.json, report")
+    noise = _noise_test(bkd_model.student, result.weights, kd_student, x_test, seed)
+    plot_files = _demo_plots(plot_dir, bkd_probs, kd_probs, y_test, noise, dataset.class_names)
+    idata = export.to_inference_data(
+        bkd_probs,
+        y=y_test,
+        teacher_probs=t_test.softmax(-1),
+        sample_stats=result.sample_stats,
+        posterior=result.weights,
+        class_names=list(dataset.class_names),
+        attrs={
+            **result.config,
+            "sampling_seconds": result.wall_seconds,
+            "dataset": dataset.name,
+            "teacher": f"mlp {in_features}-256-256-{num_classes} (MLL)",
+            "student": f"mlp {in_features}-32-{num_classes}",
+            "kd_alpha": DEMO_ALPHA,
+            "warm_start": "kd",
+            "command": "pyro-bkd demo",
+        },
+    )
+    map_gap = float((map_probs - kd_probs).abs().max())
+    values = clean(
+        {
+            "command": "demo",
+            "dataset": dataset.name,
+            "quick": quick,
+            "seed": seed,
+            "num_train": num_train,
+            "num_test": int(x_test.shape[0]),
+            "num_classes": num_classes,
+            "methods": {name: methods[name] for name in DEMO_METHODS},
+            "settings": {
+                "temperature": DEMO_TEMPERATURE,
+                "kd_alpha": DEMO_ALPHA,
+                "kd_convention": "tau2",
+                "strength": strength,
+                "prior_scale": DEMO_PRIOR_SCALE,
+                **{f"budget_{k}": v for k, v in asdict(budget).items()},
+                "device": str(dev),
+                "torch_threads": torch.get_num_threads(),
+                "version": __version__,
+            },
+            "checks": {
+                "map_vs_kd_max_abs_prob_diff": map_gap,
+                "noise_md_rises_bkd": bool(np.all(np.diff(noise["bkd_mean"]) > 0)),
+                "noise_md_rises_kd": bool(np.all(np.diff(noise["kd_mean"]) > 0)),
+            },
+            "noise": {
+                "levels": list(NOISE_LEVELS),
+                "bkd_mean_deviance": noise["bkd_mean"],
+                "kd_2x_entropy": noise["kd_mean"],
+            },
+            "plots": plot_files,
+            "wall_seconds": seconds(start),
+        }
+    )
+    export.save(idata, out_dir / "posterior.nc")
+    write_json(out_dir / "metrics.json", values)
+    write_report(out_dir)
+    return values
+
+
+def _noise_test(
+    student: nn.Module,
+    weights: Mapping[str, torch.Tensor],
+    kd_student: nn.Module,
+    x_test: torch.Tensor,
+    seed: int,
+) -> dict[str, Any]:
+    """Mean deviance per test input at each noise level: BKD draws vs ``2 H(q_KD)``."""
+    bkd, kd = [], []
+    for level in NOISE_LEVELS:
+        noisy = add_input_noise(x_test, level, seed=seed)
+        bkd.append(uq.mean_deviance(predict_probs(student, weights, noisy)))
+        kd.append(uq.mean_deviance(point_probs(teacher_logits(kd_student, noisy))))
+    bkd_array, kd_array = np.stack(bkd), np.stack(kd)
+    return {
+        "bkd": bkd_array,
+        "kd": kd_array,
+        "bkd_mean": bkd_array.mean(axis=1).tolist(),
+        "kd_mean": kd_array.mean(axis=1).tolist(),
+    }
+
+
+def _demo_plots(
+    plot_dir: Path,
+    bkd_probs: torch.Tensor,
+    kd_probs: torch.Tensor,
+    y_test: torch.Tensor,
+    noise: Mapping[str, Any],
+    class_names: tuple[str, ...],
+) -> list[str]:
+    """Write the demo's figures; returns their paths relative to the run directory."""
+    deviance = uq.mean_deviance(bkd_probs)
+    worst = [int(n) for n in np.argsort(-deviance, kind="stable")[:6]]
+    predicted = uq.posterior_mean(bkd_probs).argmax(axis=1)
+    pairs = [(n, int(predicted[n])) for n in worst[:3]]
+    figures = {
+        "reliability_bkd": lambda: plots.reliability_diagram(
+            bkd_probs, y_test, title="BKD (SGLD) reliability"
+        ),
+        "ranking_kd_vs_bkd": lambda: plots.ranking_curves(
+            {"KD (2 x entropy)": kd_probs, "BKD (SGLD, mean deviance)": bkd_probs}, y_test
+        ),
+        "intervals_highest_deviance": lambda: plots.interval_forest(
+            bkd_probs, worst, y=y_test, class_names=class_names
+        ),
+        "deviance_vs_noise": lambda: plots.deviance_vs_noise(
+            NOISE_LEVELS,
+            {"BKD (SGLD) mean deviance": noise["bkd"], "KD 2 x entropy": noise["kd"]},
+            xlabel="input noise level (sd of Gaussian noise added to pixels in [0, 1])",
+        ),
+        "trace_bkd": lambda: plots.trace_plot(bkd_probs, pairs),
+        "rank_bkd": lambda: plots.rank_plot(bkd_probs, pairs),
+    }
+    written = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ArviZ's matplotlib deprecation warnings
+        for name, make in figures.items():
+            save_figure(make(), plot_dir / f"{name}.png")
+            written.append(f"plots/{name}.png")
+    return written

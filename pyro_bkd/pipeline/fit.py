@@ -1,0 +1,511 @@
+"""The ``fit`` job: BKD with the user's own teacher logits, read from an ``.npz`` file.
+
+:func:`load_fit_data` reads and checks the file, :func:`run_fit` builds the student
+(:func:`~pyro_bkd.pipeline.common.build_student`), warm-starts it by KD, runs one inference
+method of :data:`METHODS` and writes ``posterior.nc`` and ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import zipfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyro
+import torch
+
+from pyro_bkd import __version__, export, metrics
+from pyro_bkd.data import DistillationData
+from pyro_bkd.distill import train_student_kd, weight_decay_for_prior
+from pyro_bkd.infer.run import sample
+from pyro_bkd.infer.svi import fit_svi
+from pyro_bkd.kd import alpha_from_strength
+from pyro_bkd.model import BKDModel
+from pyro_bkd.pipeline.common import (
+    Log,
+    build_student,
+    check_int,
+    check_positive,
+    clean,
+    cuda_indices,
+    num_weights,
+    point_metrics,
+    prepare_out_dir,
+    quiet,
+    resolve_device,
+    seconds,
+    write_json,
+)
+from pyro_bkd.predictive import predict_probs
+from pyro_bkd.report import write_report
+
+METHODS: tuple[str, ...] = ("sgld", "psgld", "map", "nuts", "svi-normal", "svi-lowrank")
+SVI_GUIDES: dict[str, str] = {"map": "delta", "svi-normal": "normal", "svi-lowrank": "lowrank"}
+NPZ_REQUIRED: tuple[str, ...] = ("x_train", "y_train", "teacher_logits_train", "x_test")
+NPZ_OPTIONAL: tuple[str, ...] = ("y_test", "teacher_logits_test", "p_test")
+#: NUTS recomputes the full-data gradient many times per draw: small students only.
+NUTS_MAX_WEIGHTS = 10_000
+#: Up to this many weights NUTS adapts a dense mass matrix: a softmax regression's
+#: class-shift direction is pinned by the weight prior only, so a diagonal one needs
+#: deep trees there.
+NUTS_DENSE_MASS_MAX_WEIGHTS = 500
+#: Rows of ``p_test`` must sum to 1 within this tolerance.
+PROB_SUM_TOLERANCE = 1e-3
+
+
+@dataclass(frozen=True, eq=False)
+class FitData:
+    """The arrays of a ``fit`` input file, checked, as tensors."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    teacher_logits_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor | None = None
+    teacher_logits_test: torch.Tensor | None = None
+    p_test: torch.Tensor | None = None
+    ignored: tuple[str, ...] = ()
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.teacher_logits_train.shape[1])
+
+
+def load_fit_data(path: str | os.PathLike[str]) -> FitData:
+    """Read and check a ``fit`` input file (``.npz``).
+
+    Required arrays: ``x_train [N, ...]``, ``y_train [N]`` (integer labels in ``[0, K)``),
+    ``teacher_logits_train [N, K]`` (finite, ``K >= 2``), ``x_test [M, ...]`` (the feature
+    shape of ``x_train``). Optional: ``y_test [M]``, ``teacher_logits_test [M, K]``,
+    ``p_test [M, K]`` (true class probabilities: non-negative rows summing to 1). Other arrays
+    are ignored (their names are in :attr:`FitData.ignored`).
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"data file not found: {os.fspath(path)}")
+    try:
+        archive = np.load(file, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise ValueError("it holds a single array (.npy), not an archive of named arrays")
+        with archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise ValueError(f"cannot read {os.fspath(path)} as an .npz archive: {error}") from None
+    missing = [name for name in NPZ_REQUIRED if name not in arrays]
+    if missing:
+        raise ValueError(
+            f"{os.fspath(path)} lacks required array(s) {', '.join(missing)}; it holds "
+            f"{', '.join(sorted(arrays)) or 'no arrays'} (required: {', '.join(NPZ_REQUIRED)}; "
+            f"optional: {', '.join(NPZ_OPTIONAL)})"
+        )
+    x_train = _features("x_train", arrays["x_train"])
+    n = x_train.shape[0]
+    logits_train = _logits("teacher_logits_train", arrays["teacher_logits_train"], n)
+    k = logits_train.shape[1]
+    y_train = _labels("y_train", arrays["y_train"], n, k)
+    x_test = _features("x_test", arrays["x_test"])
+    if x_test.shape[1:] != x_train.shape[1:]:
+        raise ValueError(
+            f"x_test has feature shape {tuple(x_test.shape[1:])} but x_train has "
+            f"{tuple(x_train.shape[1:])}"
+        )
+    m = x_test.shape[0]
+    y_test = _labels("y_test", arrays["y_test"], m, k) if "y_test" in arrays else None
+    logits_test = None
+    if "teacher_logits_test" in arrays:
+        logits_test = _logits("teacher_logits_test", arrays["teacher_logits_test"], m, k)
+    p_test = _class_probs("p_test", arrays["p_test"], m, k) if "p_test" in arrays else None
+    ignored = tuple(sorted(set(arrays) - set(NPZ_REQUIRED) - set(NPZ_OPTIONAL)))
+    return FitData(x_train, y_train, logits_train, x_test, y_test, logits_test, p_test, ignored)
+
+
+def _numeric(name: str, array: np.ndarray) -> np.ndarray:
+    if array.dtype == bool or not (
+        np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
+    ):
+        raise ValueError(f"{name} must hold numbers, got dtype {array.dtype}")
+    return array
+
+
+def _features(name: str, array: np.ndarray) -> torch.Tensor:
+    array = _numeric(name, array)
+    if array.ndim < 2 or array.shape[0] == 0 or 0 in array.shape:
+        raise ValueError(
+            f"{name} must have shape [N, features...] with N >= 1 (e.g. [N, D] or "
+            f"[N, C, H, W]), got {array.shape}"
+        )
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} must be finite; it holds NaN or inf")
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+
+
+def _logits(name: str, array: np.ndarray, n: int, k: int | None = None) -> torch.Tensor:
+    array = _numeric(name, array)
+    expected = f"({n}, {'K' if k is None else k})"
+    if array.ndim != 2 or array.shape[0] != n or (k is not None and array.shape[1] != k):
+        raise ValueError(f"{name} must have shape {expected}, got {array.shape}")
+    if array.shape[1] < 2:
+        raise ValueError(f"{name} must have K >= 2 classes, got shape {array.shape}")
+    if not np.isfinite(array).all():
+        bad = int((~np.isfinite(array)).any(axis=1).sum())
+        raise ValueError(f"{name} must be finite; {bad} row(s) hold NaN or inf")
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+
+
+def _labels(name: str, array: np.ndarray, n: int, k: int) -> torch.Tensor:
+    array = _numeric(name, array)
+    if array.shape != (n,):
+        raise ValueError(f"{name} must have shape ({n},) to match its inputs, got {array.shape}")
+    if np.issubdtype(array.dtype, np.floating) and (
+        not np.isfinite(array).all() or (array != np.round(array)).any()
+    ):
+        raise ValueError(f"{name} must hold integer class labels, got non-integer values")
+    if array.size and (array.min() < 0 or array.max() >= k):
+        raise ValueError(
+            f"{name} must hold labels in [0, {k}) (K = {k} from the teacher logits), "
+            f"got values in [{array.min():g}, {array.max():g}]"
+        )
+    return torch.from_numpy(array.astype(np.int64))
+
+
+def _class_probs(name: str, array: np.ndarray, m: int, k: int) -> torch.Tensor:
+    array = _numeric(name, array)
+    if array.shape != (m, k):
+        raise ValueError(f"{name} must have shape ({m}, {k}), got {array.shape}")
+    if not np.isfinite(array).all() or (array < 0).any():
+        raise ValueError(f"{name} must hold finite probabilities >= 0")
+    worst = float(np.abs(array.sum(axis=1, dtype=np.float64) - 1).max())
+    if worst > PROB_SUM_TOLERANCE:
+        raise ValueError(f"{name} rows must sum to 1; worst |sum - 1| = {worst:.3g}")
+    return torch.from_numpy(array.astype(np.float64))
+
+
+@dataclass
+class FitOptions:
+    """Options of :func:`run_fit` (the ``fit`` subcommand). ``None`` means the method's default.
+
+    Method defaults: ``sgld``/``psgld``: 200 draws, 1000 warm-up steps, thin 10, 4 chains;
+    ``nuts``: 200 draws, 200 warm-up steps, thin 1, 2 chains; ``svi-*``: 200 guide draws;
+    ``map``: 1 draw.
+    """
+
+    data: str
+    out: str
+    student: str = "linear"
+    temperature: float = 4.0
+    strength: float = 1.0
+    prior_scale: float | None = 1.0
+    method: str = "sgld"
+    num_samples: int | None = None
+    warmup: int | None = None
+    chains: int | None = None
+    thin: int | None = None
+    batch_size: int = 128
+    step_size: float | None = None
+    lr: float = 3e-3
+    warm_epochs: int = 30
+    steps: int = 2000
+    seed: int = 0
+    device: str | None = None
+    keep_weights: bool = False
+    report: bool = False
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def resolved(self) -> FitOptions:
+        """A copy with method defaults filled in, after checking every option."""
+        check_fit_options(self)
+        defaults = {
+            "sgld": (200, 1000, 4, 10),
+            "psgld": (200, 1000, 4, 10),
+            "nuts": (200, 200, 2, 1),
+            "svi-normal": (200, 0, 1, 1),
+            "svi-lowrank": (200, 0, 1, 1),
+            "map": (1, 0, 1, 1),
+        }[self.method]
+        given = (self.num_samples, self.warmup, self.chains, self.thin)
+        num_samples, warmup, chains, thin = (
+            d if g is None else g for g, d in zip(given, defaults, strict=True)
+        )
+        if self.method == "map":
+            num_samples, chains = 1, 1
+        if self.method in SVI_GUIDES:
+            chains = 1
+        return replace(self, num_samples=num_samples, warmup=warmup, chains=chains, thin=thin)
+
+
+def check_fit_options(options: FitOptions) -> None:
+    """Raise ``ValueError`` naming the first option out of range."""
+    if options.method not in METHODS:
+        raise ValueError(f"unknown method {options.method!r}; valid: {', '.join(METHODS)}")
+    check_positive("--temperature", options.temperature)
+    if not (isinstance(options.strength, int | float) and math.isfinite(options.strength)):
+        raise ValueError(f"--strength must be a finite number >= 0, got {options.strength!r}")
+    if options.strength < 0:
+        raise ValueError(f"--strength must be >= 0, got {options.strength:g}")
+    if options.prior_scale is not None:
+        check_positive("--prior-scale", options.prior_scale)
+    if options.step_size is not None:
+        check_positive("--step-size", options.step_size)
+    check_positive("--lr", options.lr)
+    for flag, value in (
+        ("--num-samples", options.num_samples),
+        ("--chains", options.chains),
+        ("--thin", options.thin),
+    ):
+        if value is not None:
+            check_int(flag, value, minimum=1)
+    if options.warmup is not None:
+        check_int("--warmup", options.warmup, minimum=0)
+    check_int("--batch-size", options.batch_size, minimum=1)
+    check_int("--warm-epochs", options.warm_epochs, minimum=0)
+    check_int("--steps", options.steps, minimum=1)
+    check_int("--seed", options.seed, minimum=0)
+
+
+def run_fit(options: FitOptions, log: Log = quiet) -> dict[str, Any]:
+    """The ``fit`` subcommand: BKD with the user's teacher logits; returns the metrics.
+
+    The student starts from a seeded random initialisation and is first trained by KD for
+    ``warm_epochs`` epochs (Adam, ``lr``; KD weight ``alpha = lam / (lam + tau^2)`` and the
+    weight decay of the weight prior, so this is a MAP search, SPEC §3); that student is the
+    warm start of every method (``warm_epochs = 0``: the random initialisation). Then:
+    ``sgld``/``psgld`` run :func:`pyro_bkd.sample`; ``map``/``svi-*`` run
+    :func:`pyro_bkd.infer.svi.fit_svi` for ``steps`` steps and draw from the guide; ``nuts``
+    runs ``pyro.infer.MCMC(NUTS(model))`` chain after chain on the full data. Writes
+    ``out/posterior.nc`` and ``out/metrics.json`` (and the report with ``report=True``).
+    """
+    opts = options.resolved()
+    data = load_fit_data(opts.data)
+    dev = resolve_device(opts.device)
+    start = time.perf_counter()
+    if data.ignored:
+        log(f"ignoring arrays not used by fit: {', '.join(data.ignored)}")
+    student = build_student(opts.student, data.x_train, data.num_classes, seed=opts.seed)
+    weights = num_weights(student)
+    if opts.method == "nuts" and weights > NUTS_MAX_WEIGHTS:
+        raise ValueError(
+            f"nuts is for small students (at most {NUTS_MAX_WEIGHTS} weights); student "
+            f"{opts.student!r} has {weights}: use sgld, psgld or an svi method"
+        )
+    out_dir = prepare_out_dir(opts.out)  # after every check of the input: no empty folder
+    train = DistillationData(data.x_train, data.y_train, data.teacher_logits_train)
+    num_train = len(train)
+    alpha = alpha_from_strength(opts.strength, opts.temperature)
+    log(
+        f"student {opts.student} ({weights} weights), {num_train} training examples, "
+        f"K = {data.num_classes}, tau = {opts.temperature:g}, lam = {opts.strength:g} "
+        f"(KD alpha = {alpha:.4g}), prior scale = {opts.prior_scale}"
+    )
+    if opts.warm_epochs > 0:
+        log(f"warm start: KD training for {opts.warm_epochs} epochs")
+        train_student_kd(
+            student,
+            train.x,
+            train.y,
+            train.teacher_logits,
+            temperature=opts.temperature,
+            alpha=alpha,
+            epochs=opts.warm_epochs,
+            batch_size=opts.batch_size,
+            lr=opts.lr,
+            weight_decay=weight_decay_for_prior(opts.prior_scale, num_train, alpha),
+            seed=opts.seed,
+            device=dev,
+            progress=opts.progress,
+        )
+    model = BKDModel(student, opts.temperature, opts.strength, opts.prior_scale).to(dev)
+    log(f"inference: {opts.method}")
+    stage = time.perf_counter()
+    probs, stats, draws, config = _infer(model, train, data.x_test, opts, dev)
+    inference_seconds = seconds(stage)
+
+    teacher_probs = None
+    if data.teacher_logits_test is not None:
+        teacher_probs = data.teacher_logits_test.softmax(-1)
+    attrs = {
+        **config,
+        "command": "pyro-bkd fit",
+        "data_file": os.path.abspath(opts.data),
+        "student": opts.student,
+        "method": opts.method,
+        "tau": opts.temperature,
+        "strength": opts.strength,
+        "prior_scale": opts.prior_scale,
+        "warm_epochs": opts.warm_epochs,
+        "seed": opts.seed,
+        "inference_seconds": inference_seconds,
+    }
+    idata = export.to_inference_data(
+        probs,
+        y=data.y_test,
+        teacher_probs=teacher_probs,
+        p_true=data.p_test,
+        sample_stats=stats,
+        posterior=draws if opts.keep_weights else None,
+        attrs=attrs,
+    )
+    summary = metrics.summarize(probs, data.y_test, data.p_test)
+    values: dict[str, Any] = {
+        "command": "fit",
+        "method": opts.method,
+        **summary,
+        "draws": int(probs.shape[0] * probs.shape[1]),
+        "inference_seconds": inference_seconds,
+    }
+    if "divergences" in config:
+        values["divergences"] = config["divergences"]
+    if data.teacher_logits_test is not None:
+        values["teacher"] = point_metrics(data.teacher_logits_test, data.y_test)
+    values["settings"] = {
+        "data": os.path.abspath(opts.data),
+        "student": opts.student,
+        "weights": weights,
+        "num_train": num_train,
+        "num_test": int(data.x_test.shape[0]),
+        "num_classes": data.num_classes,
+        "temperature": opts.temperature,
+        "strength": opts.strength,
+        "kd_alpha": alpha,
+        "prior_scale": opts.prior_scale,
+        "num_samples": opts.num_samples,
+        "warmup": opts.warmup,
+        "chains": opts.chains,
+        "thin": opts.thin,
+        "batch_size": opts.batch_size,
+        "step_size": config.get("step_size", opts.step_size),
+        "lr": opts.lr,
+        "warm_epochs": opts.warm_epochs,
+        "steps": opts.steps if opts.method in SVI_GUIDES else None,
+        "seed": opts.seed,
+        "device": str(dev),
+        "version": __version__,
+    }
+    values["wall_seconds"] = seconds(start)
+    values = clean(values)
+    export.save(idata, out_dir / "posterior.nc")
+    write_json(out_dir / "metrics.json", values)
+    if opts.report:
+        write_report(out_dir)
+    return values
+
+
+def _infer(
+    model: BKDModel,
+    train: DistillationData,
+    x_test: torch.Tensor,
+    opts: FitOptions,
+    device: torch.device,
+) -> tuple[torch.Tensor, dict | None, dict | None, dict[str, Any]]:
+    """``(probs [C, S, M, K], sample_stats, weight draws, config)`` of one method."""
+    assert opts.num_samples is not None and opts.chains is not None and opts.thin is not None
+    assert opts.warmup is not None
+    if opts.method in ("sgld", "psgld"):
+        result = sample(
+            model,
+            train,
+            method=opts.method,  # type: ignore[arg-type]
+            num_samples=opts.num_samples,
+            warmup=opts.warmup,
+            thin=opts.thin,
+            chains=opts.chains,
+            batch_size=opts.batch_size,
+            step_size=opts.step_size,
+            x_test=x_test,
+            keep_weights=opts.keep_weights,
+            warm_start=None,
+            seed=opts.seed,
+            device=device,
+            progress=opts.progress,
+        )
+        assert result.probs is not None
+        config = {
+            **result.config,
+            "step_size": float(result.sample_stats["step_size"].flatten()[0]),
+            "sampling_seconds": result.wall_seconds,
+        }
+        if result.backoffs:
+            config["backoffs"] = result.backoffs
+        return result.probs, result.sample_stats, result.weights, config
+    if opts.method in SVI_GUIDES:
+        fit = fit_svi(
+            model,
+            train,
+            guide=SVI_GUIDES[opts.method],  # type: ignore[arg-type]
+            num_steps=opts.steps,
+            batch_size=opts.batch_size,
+            lr=opts.lr,
+            seed=opts.seed,
+            progress=opts.progress,
+        )
+        with torch.random.fork_rng(devices=cuda_indices(device)):
+            pyro.set_rng_seed(opts.seed)
+            draws = fit.draws(opts.num_samples)
+            probs = predict_probs(model.student, draws, x_test)
+        config = {
+            "method": opts.method,
+            "num_steps": opts.steps,
+            "lr": opts.lr,
+            "batch_size": opts.batch_size,
+            "final_loss_per_example": fit.elbo[-1],
+        }
+        return probs, None, draws, config
+    return _run_nuts(model, train, x_test, opts, device)
+
+
+def _run_nuts(
+    model: BKDModel,
+    train: DistillationData,
+    x_test: torch.Tensor,
+    opts: FitOptions,
+    device: torch.device,
+) -> tuple[torch.Tensor, dict | None, dict, dict[str, Any]]:
+    """NUTS on the full data, one ``pyro.infer.MCMC`` run per chain (no multiprocessing,
+    which hangs under ``fork``), each started at the warm start with its own seed."""
+    from pyro.infer import MCMC, NUTS
+    from pyro.infer.autoguide.initialization import init_to_value
+
+    assert opts.num_samples is not None and opts.chains is not None and opts.thin is not None
+    assert opts.warmup is not None
+    data = train.to(device)
+    start_values = model.initial_values()
+    dense_mass = num_weights(model.student) <= NUTS_DENSE_MASS_MAX_WEIGHTS
+    per_chain: list[dict[str, torch.Tensor]] = []
+    divergences = 0
+    for chain in range(opts.chains):
+        with torch.random.fork_rng(devices=cuda_indices(device)):
+            pyro.set_rng_seed(opts.seed + chain)
+            kernel = NUTS(
+                model,
+                init_strategy=init_to_value(values=start_values),
+                full_mass=dense_mass,
+            )
+            mcmc = MCMC(
+                kernel,
+                num_samples=opts.num_samples * opts.thin,
+                warmup_steps=opts.warmup,
+                num_chains=1,
+                disable_progbar=not opts.progress,
+            )
+            mcmc.run(data.x, data.y, data.teacher_logits)
+        samples = mcmc.get_samples()
+        per_chain.append({name: value[:: opts.thin].detach() for name, value in samples.items()})
+        divergences += len(mcmc.diagnostics().get("divergences", {}).get("chain 0", []))
+    names = model.site_names
+    draws = {name: torch.stack([chain[name] for chain in per_chain]) for name in names}
+    probs = predict_probs(model.student, draws, x_test)
+    config = {
+        "method": "nuts",
+        "num_samples": opts.num_samples,
+        "warmup": opts.warmup,
+        "thin": opts.thin,
+        "chains": opts.chains,
+        "divergences": divergences,
+        "dense_mass_matrix": dense_mass,
+    }
+    return probs, None, draws, config

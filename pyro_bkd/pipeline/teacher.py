@@ -1,0 +1,210 @@
+"""The ``teacher`` job: train an MLL or MCMI teacher (SPEC §6) and save it with its logits."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from pyro_bkd import __version__, _atomic
+from pyro_bkd.cmi import cmi
+from pyro_bkd.data import load_dataset
+from pyro_bkd.pipeline.common import (
+    Log,
+    build_student,
+    check_int,
+    check_positive,
+    clean,
+    num_weights,
+    point_metrics,
+    prepare_out_dir,
+    quiet,
+    resolve_device,
+    seconds,
+    write_json,
+)
+from pyro_bkd.teachers import OBJECTIVES, teacher_logits, train_teacher
+
+TEACHER_DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion-mnist", "cifar10-subset")
+
+
+@dataclass
+class TeacherOptions:
+    """Options of :func:`run_teacher` (the ``teacher`` subcommand)."""
+
+    dataset: str
+    out: str
+    objective: str = "mll"
+    arch: str = "mlp"
+    epochs: int = 20
+    mll_epochs: int | None = None
+    cmi_weight: float = 0.2
+    lr: float = 0.05
+    finetune_lr: float = 0.01
+    batch_size: int = 128
+    data_root: str | None = None
+    test_only: bool = False
+    save_inputs: bool = True
+    seed: int = 0
+    device: str | None = None
+    progress: bool = True
+
+
+def check_teacher_options(options: TeacherOptions) -> None:
+    """Raise ``ValueError`` naming the first option out of range."""
+    if options.dataset not in TEACHER_DATASETS:
+        raise ValueError(
+            f"unknown dataset {options.dataset!r}; valid: {', '.join(TEACHER_DATASETS)}"
+        )
+    if options.objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {options.objective!r}; valid: {', '.join(OBJECTIVES)}")
+    check_int("--epochs", options.epochs, minimum=1)
+    if options.mll_epochs is not None:
+        check_int("--mll-epochs", options.mll_epochs, minimum=1)
+    if not (math.isfinite(options.cmi_weight) and options.cmi_weight >= 0):
+        raise ValueError(f"--cmi-weight must be a finite number >= 0, got {options.cmi_weight!r}")
+    check_positive("--lr", options.lr)
+    check_positive("--finetune-lr", options.finetune_lr)
+    check_int("--batch-size", options.batch_size, minimum=1)
+    check_int("--seed", options.seed, minimum=0)
+    if options.dataset == "digits" and options.data_root is not None:
+        raise ValueError("digits ships with scikit-learn; --data-root does not apply")
+    if options.test_only and options.dataset not in ("mnist", "fashion-mnist"):
+        raise ValueError("--test-only applies to mnist and fashion-mnist only")
+
+
+def run_teacher(options: TeacherOptions, log: Log = quiet) -> dict[str, Any]:
+    """Train a teacher by MLL, or by MLL then MCMI fine-tuning (SPEC §6); returns the metrics.
+
+    ``mll``: ``epochs`` epochs of SGD (momentum 0.9, weight decay 5e-4, cosine schedule from
+    ``lr``). ``mcmi``: ``mll_epochs`` (default ``epochs``) such epochs, then ``epochs`` epochs
+    of MCMI fine-tuning from ``finetune_lr`` with ``cmi_weight`` and the class centroids fixed
+    at the MLL teacher's. Writes ``out/teacher.pt`` (architecture and state dict),
+    ``out/teacher_logits.npz`` (``x_train``, ``y_train``, ``teacher_logits_train``, ``x_test``,
+    ``y_test``, ``teacher_logits_test``: a ready input of ``fit``; without the inputs when
+    ``save_inputs`` is false) and ``out/metrics.json`` (test accuracy, NLL, ECE, Brier; train
+    accuracy and CMI).
+    """
+    check_teacher_options(options)
+    dev = resolve_device(options.device)
+    start = time.perf_counter()
+    loader_options: dict[str, Any] = {}
+    if options.test_only:
+        loader_options["test_only"] = True
+    if options.dataset == "digits":
+        loader_options["seed"] = options.seed
+    dataset = load_dataset(options.dataset, options.data_root, **loader_options)
+    x_train, y_train = dataset.x_train, dataset.y_train
+    teacher = build_student(options.arch, x_train, dataset.num_classes, seed=options.seed)
+    out_dir = prepare_out_dir(options.out)  # after every check of the input: no empty folder
+    log(
+        f"{dataset.name}: {x_train.shape[0]} train / {dataset.x_test.shape[0]} test examples "
+        f"of shape {tuple(x_train.shape[1:])}, {dataset.num_classes} classes; teacher "
+        f"{options.arch} ({num_weights(teacher)} weights)"
+    )
+    common = {"batch_size": options.batch_size, "seed": options.seed, "device": dev}
+    mll_epochs = options.epochs
+    if options.objective == "mcmi":
+        mll_epochs = options.mll_epochs or options.epochs
+    log(f"MLL training: {mll_epochs} epochs")
+    train_teacher(
+        teacher,
+        x_train,
+        y_train,
+        objective="mll",
+        epochs=mll_epochs,
+        lr=options.lr,
+        progress=options.progress,
+        **common,
+    )
+    values: dict[str, Any] = {"command": "teacher", "dataset": dataset.name}
+    if options.objective == "mcmi":
+        values["cmi_mll"] = _train_cmi(teacher, x_train, y_train, dataset.num_classes)
+        values["accuracy_mll"] = point_metrics(
+            teacher_logits(teacher, dataset.x_test), dataset.y_test
+        )["accuracy"]
+        log(f"MCMI fine-tuning: {options.epochs} epochs, cmi weight {options.cmi_weight:g}")
+        train_teacher(
+            teacher,
+            x_train,
+            y_train,
+            objective="mcmi",
+            epochs=options.epochs,
+            lr=options.finetune_lr,
+            cmi_weight=options.cmi_weight,
+            progress=options.progress,
+            **common,
+        )
+    logits_train = teacher_logits(teacher, x_train)
+    logits_test = teacher_logits(teacher, dataset.x_test)
+    values.update(point_metrics(logits_test, dataset.y_test))
+    values["train_accuracy"] = float((logits_train.argmax(-1) == y_train).double().mean())
+    values["cmi"] = _train_cmi(teacher, x_train, y_train, dataset.num_classes)
+    values.update(
+        {
+            "objective": options.objective,
+            "arch": options.arch,
+            "weights": num_weights(teacher),
+            "epochs": options.epochs,
+            "mll_epochs": mll_epochs if options.objective == "mcmi" else None,
+            "cmi_weight": options.cmi_weight if options.objective == "mcmi" else None,
+            "lr": options.lr,
+            "finetune_lr": options.finetune_lr if options.objective == "mcmi" else None,
+            "num_train": int(x_train.shape[0]),
+            "num_test": int(dataset.x_test.shape[0]),
+            "num_classes": dataset.num_classes,
+            "seed": options.seed,
+            "device": str(dev),
+            "version": __version__,
+        }
+    )
+    checkpoint = {
+        "arch": options.arch,
+        "num_classes": dataset.num_classes,
+        "input_shape": list(x_train.shape[1:]),
+        "dataset": dataset.name,
+        "objective": options.objective,
+        "class_names": list(dataset.class_names),
+        "state_dict": {name: value.detach().cpu() for name, value in teacher.state_dict().items()},
+        "version": __version__,
+    }
+    arrays = {
+        "y_train": y_train.numpy(),
+        "teacher_logits_train": logits_train.numpy(),
+        "y_test": dataset.y_test.numpy(),
+        "teacher_logits_test": logits_test.numpy(),
+    }
+    if options.save_inputs:
+        arrays = {"x_train": x_train.numpy(), "x_test": dataset.x_test.numpy(), **arrays}
+    values["wall_seconds"] = seconds(start)
+    values = clean(values)
+    with _atomic.atomic_path(out_dir / "teacher.pt") as temporary:
+        torch.save(checkpoint, temporary)
+    with (
+        _atomic.atomic_path(out_dir / "teacher_logits.npz") as temporary,
+        open(temporary, "xb") as handle,
+    ):
+        np.savez_compressed(handle, **arrays)
+    write_json(out_dir / "metrics.json", values)
+    return values
+
+
+def load_teacher(path: str | os.PathLike[str]) -> nn.Module:
+    """Rebuild a teacher saved by :func:`run_teacher` (``teacher.pt``), in eval mode."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    shape = checkpoint["input_shape"]
+    example = torch.zeros(2, *shape)
+    teacher = build_student(checkpoint["arch"], example, checkpoint["num_classes"])
+    teacher.load_state_dict(checkpoint["state_dict"])
+    return teacher.eval()
+
+
+def _train_cmi(teacher: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int) -> float:
+    probs = teacher_logits(teacher, x).double().softmax(-1)
+    return float(cmi(probs, y, num_classes))
