@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -103,9 +104,19 @@ def test_fashion_mnist_test_only_is_a_stratified_split_of_the_official_test_set(
     assert torch.equal(again.y_train, data.y_train)
 
 
-def test_fashion_mnist_train_split_is_found_or_the_error_says_how_to_get_it() -> None:
+def test_fashion_mnist_train_split_is_found_or_the_error_says_how_to_get_it(tmp_path) -> None:
+    """With only the test split present (as in ../shared/data), the error says how to get
+    the train split; with the train split present, it loads."""
+    shared = SHARED_DATA_DIR / "fashion-mnist"
+    names = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+    if not all((shared / name).exists() for name in names):
+        pytest.skip(f"the Fashion-MNIST test split is not in {shared}")
+    test_split = tmp_path / "fashion-mnist"
+    test_split.mkdir()
+    for name in names:
+        shutil.copyfile(shared / name, test_split / name)
     try:
-        data = load_fashion_mnist(flatten=True)
+        data = load_fashion_mnist(tmp_path, flatten=True)
     except FileNotFoundError as error:
         assert "apt-get install dataset-fashion-mnist" in str(error)
         assert "test_only=True" in str(error)
