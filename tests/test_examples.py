@@ -1,0 +1,56 @@
+"""The example scripts run end to end (``--quick``) and print what they promise."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+SCENARIOS = ("linear-binary", "nonlinear-binary", "linear-5class", "nonlinear-5class")
+
+
+def run_example(name: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run ``examples/<name>`` with the interpreter running the tests (the project's venv)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def table_rows(text: str) -> list[list[str]]:
+    """Cells of the Markdown table rows in ``text`` (header and separator included)."""
+    return [
+        [cell.strip() for cell in line.strip().strip("|").split("|")]
+        for line in text.splitlines()
+        if line.startswith("|")
+    ]
+
+
+def test_synthetic_coverage_quick_prints_one_row_per_scenario(tmp_path: Path) -> None:
+    out = tmp_path / "coverage.md"
+    proc = run_example("synthetic_coverage.py", "--quick", "--seed", "0", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    header, separator, *rows = table_rows(proc.stdout)
+    assert header[0] == "scenario"
+    assert all(re.fullmatch(r"-+:?", cell) for cell in separator)
+    assert [row[0] for row in rows] == list(SCENARIOS)
+    coverage = header.index("BKD coverage")
+    width = header.index("BKD width")
+    for row in rows:
+        assert len(row) == len(header)
+        assert 0.0 <= float(row[coverage]) <= 1.0
+        assert 0.0 <= float(row[width]) <= 1.0
+        for column in ("BKD acc", "KD acc", "KD ECE", "KD MAE(q,p*)"):
+            assert 0.0 <= float(row[header.index(column)]) <= 1.0
+    # The file written by --out holds the printed table.
+    assert out.read_text() == proc.stdout
