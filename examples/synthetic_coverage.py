@@ -13,10 +13,11 @@ classes, ``n`` examples split 7:3:1) this script
    step size, draws, warm-up and thinning unless flags say otherwise; 4 chains);
 4. prints a Markdown table: for BKD the coverage of the 95% equal-tailed intervals of ``p*(x)``
    over all (test input, class) pairs, their mean width, accuracy, the AUROC of the mean
-   deviance for detecting errors, the largest R-hat (over the first 200 test inputs), the mean
-   ``|qbar - p*|`` and the step size used (``eps * N``); for the KD plug-in student (a point
-   estimate, no intervals) accuracy, ECE, NLL and ``|q - p*|``; and the teacher's own
-   ``|p_T - p*|``. ``|.|`` is averaged over all (test input, class) pairs.
+   deviance for detecting errors, the largest R-hat (over the first 200 test inputs), the
+   mean absolute error ``MAE(qbar, p*)`` of the posterior mean and the step size used
+   (``eps * N``); for the KD plug-in student (a point estimate, no intervals) accuracy, ECE,
+   NLL and ``MAE(q, p*)``; and the teacher's own ``MAE(p_T, p*)``. MAEs are averaged over all
+   (test input, class) pairs.
 
 Coverage is measured on one training set per scenario: the errors of the posterior at
 different test inputs are strongly correlated, so one run's coverage is one draw of a noisy
@@ -99,7 +100,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--kd-epochs", type=int, default=None, help="KD epochs (40; quick 10)")
     parser.add_argument("--kd-lr", type=float, default=3e-3)
     parser.add_argument(
-        "--step-size", type=float, default=None, help="SGLD eps (default: sample()'s 2e-4 / N)"
+        "--step-size",
+        type=float,
+        default=None,
+        help="SGLD eps (default: sample()'s, 1 / largest curvature of U at the KD weights)",
     )
     parser.add_argument("--num-samples", type=int, default=None, help="draws per chain")
     parser.add_argument("--warmup", type=int, default=None)
