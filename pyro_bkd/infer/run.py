@@ -231,28 +231,23 @@ def sample(
         theta = state.theta
         idx = batches.next()
         value, grad = potential.batched_value_and_grad(theta, idx)
-        monitor.record(-value, grad.norm(dim=-1))
+        grad_norm = grad.norm(dim=-1)
+        monitor.record(-value, grad_norm)
         eps = schedule(state.iteration) * state.step_scale
         noise = torch.randn(theta.shape, generator=generator, device=device, dtype=theta.dtype)
         if method == "sgld":
             theta = sgld_step(theta, grad, noise, eps, temperature)
         else:
-            if state.second_moment is None:
-                state.second_moment = rms.init(grad)
-            elif state.iteration < warmup:
-                state.second_moment = rms.update(state.second_moment, grad)
-            if state.gain is None or state.iteration < warmup:
-                state.gain = rms.value(state.second_moment)
+            state.second_moment, state.gain = rms.adapt(
+                state.second_moment, state.gain, grad, state.iteration < warmup
+            )
             theta = psgld_step(theta, grad, noise, eps, state.gain, temperature)
         state.theta = theta
         state.iteration += 1
         kept = state.iteration > warmup and (state.iteration - warmup) % thin == 0
-        if kept:
-            d = state.draws_done
-            buffers["lp"][:, d] = -value.detach().cpu()
-            buffers["grad_norm"][:, d] = grad.norm(dim=-1).cpu()
-            buffers["step_size"][:, d] = eps
-            pending.append(theta)
+        if kept:  # stays on the device until the chunk is flushed: no sync per draw
+            buffers["step_size"][:, state.draws_done] = eps
+            pending.append((theta, -value.detach(), grad_norm))
             state.draws_done += 1
         at_checkpoint = checkpoint is not None and kept and state.draws_done % checkpoint_every == 0
         if len(pending) == chunk or at_checkpoint or state.iteration in (warmup, total):
@@ -283,7 +278,7 @@ def sample(
 
     weights = None
     if keep_weights:
-        weights = {k: v for k, v in layout.unflatten(buffers["weights"]).items()}
+        weights = layout.unflatten(buffers["weights"])
     stats = {k: buffers[k] for k in ("lp", "grad_norm", "step_size")}
     return SamplingResult(
         probs=buffers.get("probs"),
@@ -336,11 +331,16 @@ def _draw_chunk(chains: int, dim: int) -> int:
 
 
 def _flush(pending, buffers, draws_done, model, layout, x_test, keep_weights) -> None:
-    """Move a chunk of retained draws ``[C, s, D]`` to their host buffers / the predictive."""
+    """Move a chunk of retained draws ``(theta [C, D], lp [C], grad_norm [C])`` to their host
+    buffers and through the predictive."""
     if not pending:
         return
-    thetas = torch.stack(pending, dim=1)  # [C, s, D]
+    thetas, log_joints, grad_norms = (
+        torch.stack(parts, dim=1) for parts in zip(*pending, strict=True)
+    )
     lo, hi = draws_done - thetas.shape[1], draws_done
+    buffers["lp"][:, lo:hi] = log_joints.cpu()
+    buffers["grad_norm"][:, lo:hi] = grad_norms.cpu()
     if keep_weights:
         buffers["weights"][:, lo:hi] = thetas.cpu()
     if x_test is not None:

@@ -108,3 +108,20 @@ class RMSPropPreconditioner:
     def value(self, v: torch.Tensor) -> torch.Tensor:
         """``G = 1 / (delta + sqrt(v))``."""
         return (v.sqrt() + self.delta).reciprocal()
+
+    def adapt(
+        self,
+        v: torch.Tensor | None,
+        gain: torch.Tensor | None,
+        grad: torch.Tensor,
+        adapting: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step of the gain's life: ``v`` starts at the first ``g^2``, moves while
+        ``adapting`` (warm-up) and then stays; ``G`` follows ``v`` and is frozen with it."""
+        if v is None:
+            v = self.init(grad)
+        elif adapting:
+            v = self.update(v, grad)
+        if gain is None or adapting:
+            gain = self.value(v)
+        return v, gain

@@ -203,13 +203,9 @@ class PSGLD(SGLD):
         return {**super().diagnostics(), "preconditioner": gain}
 
     def _update(self, theta, grad, noise, eps) -> torch.Tensor:
-        rms = self.preconditioner
-        if self._second_moment is None:
-            self._second_moment = rms.init(grad)
-        elif self._draw < self._warmup_steps:
-            self._second_moment = rms.update(self._second_moment, grad)
-        if self._gain is None or self._draw < self._warmup_steps:
-            self._gain = rms.value(self._second_moment)
+        self._second_moment, self._gain = self.preconditioner.adapt(
+            self._second_moment, self._gain, grad, self._draw < self._warmup_steps
+        )
         return psgld_step(theta, grad, noise, eps, self._gain, self.temperature)
 
 
