@@ -197,7 +197,7 @@ class BKDPotential(Potential):
         theta: torch.Tensor,
         *,
         iterations: int = 20,
-        max_rows: int = 2048,
+        max_rows: int = 512,
         generator: torch.Generator | None = None,
     ) -> float:
         """``lambda_max`` of the Hessian of ``U`` at ``theta [D]`` by power iteration on
