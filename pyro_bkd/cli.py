@@ -4,7 +4,9 @@
   laptop CPU; ``--quick`` for a seconds-long smoke run);
 - ``pyro-bkd fit --data FILE.npz --out DIR``: BKD with your own teacher logits;
 - ``pyro-bkd teacher --dataset NAME --out DIR``: train an MLL or MCMI teacher and save its
-  logits in the format ``fit`` reads.
+  logits in the format ``fit`` reads;
+- ``pyro-bkd compare --dataset NAME --methods M1,M2,... --out DIR``: every inference method on
+  one data set, one comparison table.
 
 This module parses arguments, calls :mod:`pyro_bkd.pipeline` and prints results. Exit status:
 0 on success; 2 on bad input (bad arguments, a missing or malformed file, an unknown name...),
@@ -34,9 +36,9 @@ EXIT_FAILED = 1
 INPUT_ERRORS = (ValueError, TypeError, FileNotFoundError, KeyError)
 
 STUDENT_HELP = (
-    "student network: linear, mlp, mlp:H1,H2,... (hidden widths), or a models name "
-    "(lenet, small_cnn, resnet8, resnet20, ..., wrn_16_2, vgg8; convolutional students need "
-    "x of shape [N, C, H, W]); input size from x_train"
+    "student network: linear, mlp, mlp:H1,H2,... (hidden widths), small_cnn:W (width), or a "
+    "models name (lenet, small_cnn, resnet8, resnet20, ..., wrn_16_2, vgg8; convolutional "
+    "students need x of shape [N, C, H, W]); input size from x_train"
 )
 
 
@@ -124,8 +126,14 @@ def nonnegative_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The parser of ``pyro-bkd`` and its three subcommands."""
-    from pyro_bkd.pipeline import METHODS, TEACHER_DATASETS
+    """The parser of ``pyro-bkd`` and its subcommands."""
+    from pyro_bkd.pipeline import (
+        COMPARE_DATASETS,
+        COMPARE_METHODS,
+        DEFAULT_METHODS,
+        METHODS,
+        TEACHER_DATASETS,
+    )
     from pyro_bkd.teachers import OBJECTIVES
 
     parser = _Parser(
@@ -184,7 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument(
         "--num-samples",
         type=positive_int,
-        help="draws per chain (sgld/psgld/nuts/svi: 200; map: 1)",
+        help=(
+            "draws per chain (sgld/psgld/nuts/svi: 200; map: 1; mc-dropout: 200 masks; "
+            "ensemble: 5 members)"
+        ),
     )
     fit.add_argument(
         "--warmup",
@@ -192,7 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="warm-up steps per chain (sgld/psgld: 1000, nuts: 200)",
     )
     fit.add_argument(
-        "--chains", type=positive_int, help="chains (sgld/psgld: 4, nuts: 2; svi/map: 1)"
+        "--chains",
+        type=positive_int,
+        help="chains (sgld/psgld: 4, nuts: 2; svi/map/mc-dropout/ensemble: 1)",
     )
     fit.add_argument(
         "--thin", type=positive_int, help="keep every thin-th step (sgld/psgld: 10, nuts: 1)"
@@ -210,7 +223,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--warm-epochs",
         type=nonnegative_int,
         default=30,
-        help="epochs of KD training before inference; 0 starts from the random init (30)",
+        help=(
+            "epochs of KD training before inference, 0 starts from the random init; "
+            "mc-dropout/ensemble: epochs of each of their KD students (30)"
+        ),
+    )
+    fit.add_argument(
+        "--dropout",
+        type=positive_float,
+        default=0.2,
+        help="mc-dropout: dropout probability p in (0, 1) before hidden dense layers (0.2)",
     )
     fit.add_argument(
         "--steps", type=positive_int, default=2000, help="optimisation steps of map/svi (2000)"
@@ -281,7 +303,60 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_common(teacher)
     teacher.set_defaults(handler=_teacher)
+
+    compare = commands.add_parser(
+        "compare",
+        help="every inference method on one data set, one table",
+        description=(
+            "Train (or load) the teacher once, train the student alone and by KD, run each "
+            "method from the KD student with the data set's fixed budget, and write "
+            "comparison.csv, comparison.md, metrics.json, teacher.pt and <method>/posterior.nc "
+            "to --out. A method that fails is marked failed with its reason."
+        ),
+    )
+    compare.add_argument("--dataset", required=True, choices=COMPARE_DATASETS)
+    compare.add_argument("--out", required=True, help="output directory (created if needed)")
+    compare.add_argument(
+        "--methods",
+        type=method_list,
+        default=DEFAULT_METHODS,
+        metavar="M1,M2,...",
+        help=(
+            f"comma-separated, or 'all': {', '.join(COMPARE_METHODS)} "
+            f"(default: {','.join(DEFAULT_METHODS)})"
+        ),
+    )
+    compare.add_argument(
+        "--teacher",
+        metavar="TEACHER.pt",
+        help="a teacher.pt of 'pyro-bkd teacher' or of an earlier compare (default: train one)",
+    )
+    compare.add_argument(
+        "--num-train", type=positive_int, help="stratified subset of the train split"
+    )
+    compare.add_argument("--num-test", type=positive_int, help="first test examples only")
+    compare.add_argument("--data-root", help="folder holding mnist/, fashion-mnist/, cifar10/")
+    compare.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (0)")
+    compare.add_argument("--quick", action="store_true", help="a tiny budget (seconds, for tests)")
+    _add_common(compare, default_threads="1")
+    compare.set_defaults(handler=_compare)
     return parser
+
+
+def method_list(text: str) -> tuple[str, ...]:
+    """``--methods``: comma-separated names of ``compare``'s methods, or ``all``."""
+    from pyro_bkd.pipeline import COMPARE_METHODS
+
+    if text.strip().lower() == "all":
+        return COMPARE_METHODS
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in COMPARE_METHODS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown method(s) {', '.join(unknown) or repr(text)}; valid: "
+            f"{', '.join(COMPARE_METHODS)} (or all)"
+        )
+    return names
 
 
 def _add_common(parser: argparse.ArgumentParser, default_threads: str | None = None) -> None:
@@ -399,6 +474,7 @@ def _fit(args: argparse.Namespace) -> int:
         lr=args.lr,
         warm_epochs=args.warm_epochs,
         steps=args.steps,
+        dropout=args.dropout,
         seed=args.seed,
         device=args.device,
         keep_weights=args.keep_weights,
@@ -450,6 +526,42 @@ def _teacher(args: argparse.Namespace) -> int:
     columns = ("accuracy", "nll", "ece", "brier", "train_accuracy", "cmi", "wall_seconds")
     print(format_table({f"{values['objective']} teacher": values}, columns, row_title="model"))
     print(f"wrote {args.out}/ (teacher.pt, teacher_logits.npz, metrics.json)")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from pyro_bkd.pipeline import CompareOptions, run_compare
+
+    options = CompareOptions(
+        dataset=args.dataset,
+        out=args.out,
+        methods=args.methods,
+        teacher=args.teacher,
+        seed=args.seed,
+        quick=args.quick,
+        num_train=args.num_train,
+        num_test=args.num_test,
+        data_root=args.data_root,
+        device=args.device,
+        progress=not args.quiet,
+    )
+    values = run_compare(options, log=_log(args))
+    columns = (
+        "status",
+        "accuracy",
+        "nll",
+        "ece",
+        "md_auroc",
+        "mean_interval_width",
+        "max_rhat",
+        "elpd_test",
+        "wall_seconds",
+    )
+    print(format_table({row["method"]: row for row in values["rows"]}, columns, "method"))
+    for row in values["rows"]:
+        if row["status"] != "ok":
+            print(f"{row['method']} failed: {row['reason']}")
+    print(f"wrote {args.out}/ (comparison.csv, comparison.md, metrics.json, */posterior.nc)")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""The jobs behind the ``pyro-bkd`` command: ``demo``, ``fit`` and ``teacher``.
+"""The jobs behind the ``pyro-bkd`` command: ``demo``, ``fit``, ``teacher`` and ``compare``.
 
 :mod:`pyro_bkd.cli` parses the arguments and reports errors; this module does the work and
 never prints (progress goes to tqdm bars, stage messages to a ``log`` callable).
@@ -16,33 +16,53 @@ renamed over the target), and ``metrics.json`` last: a failed run never leaves a
   any student (:func:`build_student`), one inference method (:data:`METHODS`).
 - :func:`run_teacher`: train an MLL or MCMI teacher on a bundled or local data set and save it
   with its logits (an ``.npz`` that ``fit`` reads directly).
+- :func:`run_compare`: one teacher, every inference method of :data:`COMPARE_METHODS` on one
+  data set, a comparison table and one ``posterior.nc`` per method.
 """
 
 from pyro_bkd.pipeline.common import build_student, resolve_device
+from pyro_bkd.pipeline.compare import (
+    COMPARE_DATASETS,
+    COMPARE_METHODS,
+    DEFAULT_METHODS,
+    PRESETS,
+    CompareOptions,
+    run_compare,
+)
 from pyro_bkd.pipeline.demo import DEMO_METHODS, FULL_BUDGET, QUICK_BUDGET, DemoBudget, run_demo
-from pyro_bkd.pipeline.fit import METHODS, FitData, FitOptions, load_fit_data, run_fit
+from pyro_bkd.pipeline.fit import FitData, FitOptions, load_fit_data, run_fit
+from pyro_bkd.pipeline.methods import METHODS, MethodBudget
 from pyro_bkd.pipeline.teacher import (
     TEACHER_DATASETS,
     TeacherOptions,
     load_teacher,
     run_teacher,
+    save_teacher,
 )
 
 __all__ = [
+    "COMPARE_DATASETS",
+    "COMPARE_METHODS",
+    "DEFAULT_METHODS",
     "DEMO_METHODS",
     "FULL_BUDGET",
     "METHODS",
+    "PRESETS",
     "QUICK_BUDGET",
     "TEACHER_DATASETS",
+    "CompareOptions",
     "DemoBudget",
     "FitData",
     "FitOptions",
+    "MethodBudget",
     "TeacherOptions",
     "build_student",
     "load_fit_data",
     "load_teacher",
     "resolve_device",
+    "run_compare",
     "run_demo",
     "run_fit",
     "run_teacher",
+    "save_teacher",
 ]

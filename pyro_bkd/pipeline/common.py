@@ -22,6 +22,8 @@ Log = Callable[[str], None]
 
 #: Students that flatten their input (input size: features per example).
 FULLY_CONNECTED: tuple[str, ...] = ("linear", "mlp")
+#: Students whose size follows a colon: ``mlp:H1,H2,...`` (hidden widths), ``small_cnn:W``.
+WIDTH_OPTION: dict[str, str] = {"mlp": "hidden", "small_cnn": "width"}
 
 
 def quiet(_: str) -> None:
@@ -56,30 +58,40 @@ def build_student(spec: str, x: torch.Tensor, num_classes: int, seed: int = 0) -
     """The student network named by ``spec``, with initial weights drawn from ``seed``.
 
     ``spec`` is ``linear`` (softmax regression), ``mlp`` (hidden 256, 256), ``mlp:H1,H2,...``
-    (ReLU MLP with those hidden widths) or any name of :func:`models.available`. Fully
+    (ReLU MLP with those hidden widths), ``small_cnn:W`` (first convolution of ``W`` channels)
+    or any name of :func:`models.available`. Fully
     connected students flatten their input, so their input size is the number of features per
     example of ``x``; convolutional ones need images ``x [N, C, H, W]``. The student is run on
     two examples of ``x`` to check it accepts them and returns ``[2, num_classes]`` logits.
     The global RNG state is left untouched.
     """
-    valid = ["linear", "mlp", "mlp:H1,H2,...", *(m for m in models.available() if m != "mlp")]
+    valid = [
+        "linear",
+        "mlp",
+        "mlp:H1,H2,...",
+        "small_cnn:W",
+        *(m for m in models.available() if m != "mlp"),
+    ]
     valid = list(dict.fromkeys(valid))
     if not isinstance(spec, str) or not spec:
         raise ValueError(f"student must be a non-empty name; valid: {', '.join(valid)}")
     name, _, widths = spec.partition(":")
-    if name not in models.available() or (widths and name != "mlp") or (":" in spec and not widths):
+    sized = name in WIDTH_OPTION
+    if name not in models.available() or (widths and not sized) or (":" in spec and not widths):
         raise ValueError(f"unknown student {spec!r}; valid: {', '.join(valid)}")
     kwargs: dict[str, Any] = {}
     if widths:
+        if name == "mlp":
+            problem = f"student {spec!r}: hidden widths must be positive integers, e.g. mlp:128,128"
+        else:
+            problem = f"student {spec!r}: width must be one positive integer, e.g. {name}:16"
         try:
-            hidden = tuple(int(width) for width in widths.split(","))
+            sizes = tuple(int(width) for width in widths.split(","))
         except ValueError:
-            raise ValueError(
-                f"student {spec!r}: hidden widths must be positive integers, e.g. mlp:128,128"
-            ) from None
-        if not all(width > 0 for width in hidden):
-            raise ValueError(f"student {spec!r}: hidden widths must be positive integers")
-        kwargs["hidden"] = hidden
+            raise ValueError(problem) from None
+        if not all(width > 0 for width in sizes) or (name != "mlp" and len(sizes) != 1):
+            raise ValueError(problem)
+        kwargs[WIDTH_OPTION[name]] = sizes if name == "mlp" else sizes[0]
     features = math.prod(x.shape[1:])
     if name in FULLY_CONNECTED:
         inputs = {"in_features": features}

@@ -16,23 +16,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyro
 import torch
 
 from pyro_bkd import __version__, export, metrics
 from pyro_bkd.data import DistillationData
-from pyro_bkd.distill import train_student_kd, weight_decay_for_prior
-from pyro_bkd.infer.run import sample
-from pyro_bkd.infer.svi import fit_svi
+from pyro_bkd.distill import train_student_kd
 from pyro_bkd.kd import alpha_from_strength
-from pyro_bkd.model import BKDModel
 from pyro_bkd.pipeline.common import (
     Log,
     build_student,
     check_int,
     check_positive,
     clean,
-    cuda_indices,
     num_weights,
     point_metrics,
     prepare_out_dir,
@@ -41,19 +36,21 @@ from pyro_bkd.pipeline.common import (
     seconds,
     write_json,
 )
-from pyro_bkd.predictive import predict_probs
+from pyro_bkd.pipeline.methods import (
+    NUTS_MAX_WEIGHTS,
+    SVI_GUIDES,
+    MethodBudget,
+    MethodInputs,
+    check_method,
+    run_method,
+)
 from pyro_bkd.report import write_report
 
-METHODS: tuple[str, ...] = ("sgld", "psgld", "map", "nuts", "svi-normal", "svi-lowrank")
-SVI_GUIDES: dict[str, str] = {"map": "delta", "svi-normal": "normal", "svi-lowrank": "lowrank"}
+#: Methods that train their own KD students (no warm start needed).
+SELF_TRAINED = ("mc-dropout", "ensemble")
+
 NPZ_REQUIRED: tuple[str, ...] = ("x_train", "y_train", "teacher_logits_train", "x_test")
 NPZ_OPTIONAL: tuple[str, ...] = ("y_test", "teacher_logits_test", "p_test")
-#: NUTS recomputes the full-data gradient many times per draw: small students only.
-NUTS_MAX_WEIGHTS = 10_000
-#: Up to this many weights NUTS adapts a dense mass matrix: a softmax regression's
-#: class-shift direction is pinned by the weight prior only, so a diagonal one needs
-#: deep trees there.
-NUTS_DENSE_MASS_MAX_WEIGHTS = 500
 #: Rows of ``p_test`` must sum to 1 within this tolerance.
 PROB_SUM_TOLERANCE = 1e-3
 
@@ -191,7 +188,9 @@ class FitOptions:
 
     Method defaults: ``sgld``/``psgld``: 200 draws, 1000 warm-up steps, thin 10, 4 chains;
     ``nuts``: 200 draws, 200 warm-up steps, thin 1, 2 chains; ``svi-*``: 200 guide draws;
-    ``map``: 1 draw.
+    ``map``: 1 draw; ``mc-dropout``: 200 dropout masks (rate ``dropout``); ``ensemble``: 5
+    members (``num_samples`` is the ensemble size). ``mc-dropout`` and ``ensemble`` train
+    their own KD students for ``warm_epochs`` epochs each.
     """
 
     data: str
@@ -212,6 +211,7 @@ class FitOptions:
     steps: int = 2000
     seed: int = 0
     device: str | None = None
+    dropout: float = 0.2
     keep_weights: bool = False
     report: bool = False
     progress: bool = True
@@ -227,6 +227,8 @@ class FitOptions:
             "svi-normal": (200, 0, 1, 1),
             "svi-lowrank": (200, 0, 1, 1),
             "map": (1, 0, 1, 1),
+            "mc-dropout": (200, 0, 1, 1),
+            "ensemble": (5, 0, 1, 1),
         }[self.method]
         given = (self.num_samples, self.warmup, self.chains, self.thin)
         num_samples, warmup, chains, thin = (
@@ -234,15 +236,14 @@ class FitOptions:
         )
         if self.method == "map":
             num_samples, chains = 1, 1
-        if self.method in SVI_GUIDES:
+        if self.method in SVI_GUIDES or self.method in SELF_TRAINED:
             chains = 1
         return replace(self, num_samples=num_samples, warmup=warmup, chains=chains, thin=thin)
 
 
 def check_fit_options(options: FitOptions) -> None:
     """Raise ``ValueError`` naming the first option out of range."""
-    if options.method not in METHODS:
-        raise ValueError(f"unknown method {options.method!r}; valid: {', '.join(METHODS)}")
+    check_method(options.method)
     check_positive("--temperature", options.temperature)
     if not (isinstance(options.strength, int | float) and math.isfinite(options.strength)):
         raise ValueError(f"--strength must be a finite number >= 0, got {options.strength!r}")
@@ -264,6 +265,13 @@ def check_fit_options(options: FitOptions) -> None:
         check_int("--warmup", options.warmup, minimum=0)
     check_int("--batch-size", options.batch_size, minimum=1)
     check_int("--warm-epochs", options.warm_epochs, minimum=0)
+    if options.method in SELF_TRAINED and options.warm_epochs < 1:
+        raise ValueError(
+            f"--warm-epochs must be >= 1 with --method {options.method}: it is the number of "
+            "KD epochs of each of its students"
+        )
+    if not (isinstance(options.dropout, float | int) and 0 < options.dropout < 1):
+        raise ValueError(f"--dropout must be a probability in (0, 1), got {options.dropout!r}")
     check_int("--steps", options.steps, minimum=1)
     check_int("--seed", options.seed, minimum=0)
 
@@ -286,7 +294,11 @@ def run_fit(options: FitOptions, log: Log = quiet) -> dict[str, Any]:
     start = time.perf_counter()
     if data.ignored:
         log(f"ignoring arrays not used by fit: {', '.join(data.ignored)}")
-    student = build_student(opts.student, data.x_train, data.num_classes, seed=opts.seed)
+
+    def new_student(seed: int) -> torch.nn.Module:
+        return build_student(opts.student, data.x_train, data.num_classes, seed=seed)
+
+    student = new_student(opts.seed)
     weights = num_weights(student)
     if opts.method == "nuts" and weights > NUTS_MAX_WEIGHTS:
         raise ValueError(
@@ -302,27 +314,46 @@ def run_fit(options: FitOptions, log: Log = quiet) -> dict[str, Any]:
         f"K = {data.num_classes}, tau = {opts.temperature:g}, lam = {opts.strength:g} "
         f"(KD alpha = {alpha:.4g}), prior scale = {opts.prior_scale}"
     )
-    if opts.warm_epochs > 0:
+    budget = MethodBudget(
+        num_samples=opts.num_samples,
+        warmup=opts.warmup,
+        thin=opts.thin,
+        chains=opts.chains,
+        batch_size=opts.batch_size,
+        step_size=opts.step_size,
+        svi_steps=opts.steps,
+        lr=opts.lr,
+        kd_epochs=opts.warm_epochs,
+        dropout_rate=opts.dropout,
+        ensemble_size=opts.num_samples,
+    )
+    inputs = MethodInputs(
+        new_student=new_student,
+        warm_student=student,
+        train=train,
+        x_test=data.x_test,
+        temperature=opts.temperature,
+        strength=opts.strength,
+        prior_scale=opts.prior_scale,
+        seed=opts.seed,
+        device=dev,
+        progress=opts.progress,
+        keep_weights=opts.keep_weights,
+    )
+    if opts.warm_epochs > 0 and opts.method not in SELF_TRAINED:
         log(f"warm start: KD training for {opts.warm_epochs} epochs")
         train_student_kd(
             student,
             train.x,
             train.y,
             train.teacher_logits,
-            temperature=opts.temperature,
-            alpha=alpha,
-            epochs=opts.warm_epochs,
-            batch_size=opts.batch_size,
-            lr=opts.lr,
-            weight_decay=weight_decay_for_prior(opts.prior_scale, num_train, alpha),
             seed=opts.seed,
-            device=dev,
-            progress=opts.progress,
+            **inputs.kd_options(budget),
         )
-    model = BKDModel(student, opts.temperature, opts.strength, opts.prior_scale).to(dev)
     log(f"inference: {opts.method}")
     stage = time.perf_counter()
-    probs, stats, draws, config = _infer(model, train, data.x_test, opts, dev)
+    output = run_method(opts.method, inputs, budget)
+    probs, stats, draws, config = output.probs, output.sample_stats, output.weights, output.config
     inference_seconds = seconds(stage)
 
     teacher_probs = None
@@ -393,119 +424,3 @@ def run_fit(options: FitOptions, log: Log = quiet) -> dict[str, Any]:
     if opts.report:
         write_report(out_dir)
     return values
-
-
-def _infer(
-    model: BKDModel,
-    train: DistillationData,
-    x_test: torch.Tensor,
-    opts: FitOptions,
-    device: torch.device,
-) -> tuple[torch.Tensor, dict | None, dict | None, dict[str, Any]]:
-    """``(probs [C, S, M, K], sample_stats, weight draws, config)`` of one method."""
-    assert opts.num_samples is not None and opts.chains is not None and opts.thin is not None
-    assert opts.warmup is not None
-    if opts.method in ("sgld", "psgld"):
-        result = sample(
-            model,
-            train,
-            method=opts.method,  # type: ignore[arg-type]
-            num_samples=opts.num_samples,
-            warmup=opts.warmup,
-            thin=opts.thin,
-            chains=opts.chains,
-            batch_size=opts.batch_size,
-            step_size=opts.step_size,
-            x_test=x_test,
-            keep_weights=opts.keep_weights,
-            warm_start=None,
-            seed=opts.seed,
-            device=device,
-            progress=opts.progress,
-        )
-        assert result.probs is not None
-        config = {
-            **result.config,
-            "step_size": float(result.sample_stats["step_size"].flatten()[0]),
-            "sampling_seconds": result.wall_seconds,
-        }
-        if result.backoffs:
-            config["backoffs"] = result.backoffs
-        return result.probs, result.sample_stats, result.weights, config
-    if opts.method in SVI_GUIDES:
-        fit = fit_svi(
-            model,
-            train,
-            guide=SVI_GUIDES[opts.method],  # type: ignore[arg-type]
-            num_steps=opts.steps,
-            batch_size=opts.batch_size,
-            lr=opts.lr,
-            seed=opts.seed,
-            progress=opts.progress,
-        )
-        with torch.random.fork_rng(devices=cuda_indices(device)):
-            pyro.set_rng_seed(opts.seed)
-            draws = fit.draws(opts.num_samples)
-            probs = predict_probs(model.student, draws, x_test)
-        config = {
-            "method": opts.method,
-            "num_steps": opts.steps,
-            "lr": opts.lr,
-            "batch_size": opts.batch_size,
-            "final_loss_per_example": fit.elbo[-1],
-        }
-        return probs, None, draws, config
-    return _run_nuts(model, train, x_test, opts, device)
-
-
-def _run_nuts(
-    model: BKDModel,
-    train: DistillationData,
-    x_test: torch.Tensor,
-    opts: FitOptions,
-    device: torch.device,
-) -> tuple[torch.Tensor, dict | None, dict, dict[str, Any]]:
-    """NUTS on the full data, one ``pyro.infer.MCMC`` run per chain (no multiprocessing,
-    which hangs under ``fork``), each started at the warm start with its own seed."""
-    from pyro.infer import MCMC, NUTS
-    from pyro.infer.autoguide.initialization import init_to_value
-
-    assert opts.num_samples is not None and opts.chains is not None and opts.thin is not None
-    assert opts.warmup is not None
-    data = train.to(device)
-    start_values = model.initial_values()
-    dense_mass = num_weights(model.student) <= NUTS_DENSE_MASS_MAX_WEIGHTS
-    per_chain: list[dict[str, torch.Tensor]] = []
-    divergences = 0
-    for chain in range(opts.chains):
-        with torch.random.fork_rng(devices=cuda_indices(device)):
-            pyro.set_rng_seed(opts.seed + chain)
-            kernel = NUTS(
-                model,
-                init_strategy=init_to_value(values=start_values),
-                full_mass=dense_mass,
-            )
-            mcmc = MCMC(
-                kernel,
-                num_samples=opts.num_samples * opts.thin,
-                warmup_steps=opts.warmup,
-                num_chains=1,
-                disable_progbar=not opts.progress,
-            )
-            mcmc.run(data.x, data.y, data.teacher_logits)
-        samples = mcmc.get_samples()
-        per_chain.append({name: value[:: opts.thin].detach() for name, value in samples.items()})
-        divergences += len(mcmc.diagnostics().get("divergences", {}).get("chain 0", []))
-    names = model.site_names
-    draws = {name: torch.stack([chain[name] for chain in per_chain]) for name in names}
-    probs = predict_probs(model.student, draws, x_test)
-    config = {
-        "method": "nuts",
-        "num_samples": opts.num_samples,
-        "warmup": opts.warmup,
-        "thin": opts.thin,
-        "chains": opts.chains,
-        "divergences": divergences,
-        "dense_mass_matrix": dense_mass,
-    }
-    return probs, None, draws, config

@@ -164,16 +164,6 @@ def run_teacher(options: TeacherOptions, log: Log = quiet) -> dict[str, Any]:
             "version": __version__,
         }
     )
-    checkpoint = {
-        "arch": options.arch,
-        "num_classes": dataset.num_classes,
-        "input_shape": list(x_train.shape[1:]),
-        "dataset": dataset.name,
-        "objective": options.objective,
-        "class_names": list(dataset.class_names),
-        "state_dict": {name: value.detach().cpu() for name, value in teacher.state_dict().items()},
-        "version": __version__,
-    }
     arrays = {
         "y_train": y_train.numpy(),
         "teacher_logits_train": logits_train.numpy(),
@@ -184,8 +174,15 @@ def run_teacher(options: TeacherOptions, log: Log = quiet) -> dict[str, Any]:
         arrays = {"x_train": x_train.numpy(), "x_test": dataset.x_test.numpy(), **arrays}
     values["wall_seconds"] = seconds(start)
     values = clean(values)
-    with _atomic.atomic_path(out_dir / "teacher.pt") as temporary:
-        torch.save(checkpoint, temporary)
+    save_teacher(
+        out_dir / "teacher.pt",
+        teacher,
+        arch=options.arch,
+        input_shape=tuple(x_train.shape[1:]),
+        dataset=dataset.name,
+        objective=options.objective,
+        class_names=dataset.class_names,
+    )
     with (
         _atomic.atomic_path(out_dir / "teacher_logits.npz") as temporary,
         open(temporary, "xb") as handle,
@@ -195,8 +192,35 @@ def run_teacher(options: TeacherOptions, log: Log = quiet) -> dict[str, Any]:
     return values
 
 
+def save_teacher(
+    path: str | os.PathLike[str],
+    teacher: nn.Module,
+    *,
+    arch: str,
+    input_shape: tuple[int, ...],
+    dataset: str,
+    objective: str,
+    class_names: tuple[str, ...],
+) -> None:
+    """Write ``teacher`` (its architecture name ``arch``, as for :func:`build_student`, and its
+    state dict on the CPU) to ``path`` atomically; :func:`load_teacher` reads it back."""
+    checkpoint = {
+        "arch": arch,
+        "num_classes": len(class_names),
+        "input_shape": list(input_shape),
+        "dataset": dataset,
+        "objective": objective,
+        "class_names": list(class_names),
+        "state_dict": {name: value.detach().cpu() for name, value in teacher.state_dict().items()},
+        "version": __version__,
+    }
+    with _atomic.atomic_path(path) as temporary:
+        torch.save(checkpoint, temporary)
+
+
 def load_teacher(path: str | os.PathLike[str]) -> nn.Module:
-    """Rebuild a teacher saved by :func:`run_teacher` (``teacher.pt``), in eval mode."""
+    """Rebuild a teacher saved by :func:`run_teacher` or :func:`save_teacher` (``teacher.pt``),
+    in eval mode."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     shape = checkpoint["input_shape"]
     example = torch.zeros(2, *shape)

@@ -1,0 +1,348 @@
+"""The inference methods of the ``fit`` and ``compare`` jobs, one function each.
+
+Every method starts from the same inputs (:class:`MethodInputs`: a student factory, the KD
+student as warm start, the training data with teacher logits, the test inputs and the BKD
+hyper-parameters ``tau``, ``lam``, ``sigma``) and returns the class probabilities at the test
+inputs as draws ``[chain, draw, N, K]`` (:class:`MethodOutput`):
+
+- ``sgld``/``psgld``: :func:`pyro_bkd.sample`, chains started at the KD student;
+- ``map``/``svi-normal``/``svi-lowrank``: :func:`pyro_bkd.infer.svi.fit_svi` with a delta,
+  mean-field normal or low-rank normal guide, started at the KD student, then guide draws;
+- ``nuts``: ``pyro.infer.MCMC(NUTS(model))`` on the full data (small students only);
+- ``mc-dropout``: a KD student trained with dropout, masks drawn at test time;
+- ``ensemble``: ``ensemble_size`` KD students from different seeds.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyro
+import torch
+from torch import nn
+
+from pyro_bkd.baselines import add_dropout, ensemble_probs, mc_dropout_probs, train_kd_ensemble
+from pyro_bkd.data import DistillationData
+from pyro_bkd.distill import train_student_kd, weight_decay_for_prior
+from pyro_bkd.infer.run import sample
+from pyro_bkd.infer.svi import fit_svi
+from pyro_bkd.kd import alpha_from_strength
+from pyro_bkd.model import BKDModel
+from pyro_bkd.pipeline.common import cuda_indices, num_weights
+from pyro_bkd.predictive import predict_probs
+
+METHODS: tuple[str, ...] = (
+    "sgld",
+    "psgld",
+    "map",
+    "nuts",
+    "svi-normal",
+    "svi-lowrank",
+    "mc-dropout",
+    "ensemble",
+)
+SVI_GUIDES: dict[str, str] = {"map": "delta", "svi-normal": "normal", "svi-lowrank": "lowrank"}
+#: NUTS recomputes the full-data gradient many times per draw: small students only.
+NUTS_MAX_WEIGHTS = 10_000
+#: Up to this many weights NUTS adapts a dense mass matrix: a softmax regression's
+#: class-shift direction is pinned by the weight prior only, so a diagonal one needs
+#: deep trees there.
+NUTS_DENSE_MASS_MAX_WEIGHTS = 500
+
+StudentFactory = Callable[[int], nn.Module]
+
+
+@dataclass(frozen=True)
+class MethodBudget:
+    """How much each method samples or trains.
+
+    ``num_samples`` is the number of kept draws per chain (guide draws for SVI, dropout masks
+    for ``mc-dropout``) and ``ensemble_size`` the members of ``ensemble``. ``warmup``,
+    ``thin``, ``chains`` and ``step_size`` (``None``: the curvature default of
+    :func:`pyro_bkd.sample`) apply to the Markov chains; ``svi_steps`` and ``lr`` to SVI;
+    ``kd_epochs`` and ``lr`` to the KD training of ``mc-dropout`` and of each ``ensemble``
+    member; ``dropout_rate`` is ``p`` of MC dropout.
+    """
+
+    num_samples: int = 200
+    warmup: int = 1000
+    thin: int = 10
+    chains: int = 4
+    batch_size: int = 128
+    step_size: float | None = None
+    svi_steps: int = 2000
+    lr: float = 3e-3
+    kd_epochs: int = 30
+    dropout_rate: float = 0.2
+    ensemble_size: int = 5
+
+
+@dataclass(frozen=True, eq=False)
+class MethodInputs:
+    """What every method starts from.
+
+    Attributes:
+        new_student: ``seed -> nn.Module``, a freshly initialised student.
+        warm_student: the KD student, the starting point of the Bayesian methods (copied,
+            never modified).
+        train: training inputs, labels and teacher logits.
+        x_test: the inputs at which class probabilities are drawn.
+        temperature, strength, prior_scale: ``tau``, ``lam`` and ``sigma`` of
+            :class:`~pyro_bkd.BKDModel` (``prior_scale=None``: flat weight prior).
+    """
+
+    new_student: StudentFactory
+    warm_student: nn.Module
+    train: DistillationData
+    x_test: torch.Tensor
+    temperature: float
+    strength: float
+    prior_scale: float | None
+    seed: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    progress: bool = False
+    keep_weights: bool = False
+
+    def model(self) -> BKDModel:
+        """A :class:`~pyro_bkd.BKDModel` around a copy of the KD student, on ``device``."""
+        student = copy.deepcopy(self.warm_student)
+        model = BKDModel(student, self.temperature, self.strength, self.prior_scale)
+        return model.to(self.device)
+
+    def kd_options(self, budget: MethodBudget) -> dict[str, Any]:
+        """:func:`kd_options` for these inputs."""
+        return kd_options(
+            self.temperature,
+            self.strength,
+            self.prior_scale,
+            len(self.train),
+            budget,
+            device=self.device,
+            progress=self.progress,
+        )
+
+
+def kd_options(
+    temperature: float,
+    strength: float,
+    prior_scale: float | None,
+    num_train: int,
+    budget: MethodBudget,
+    *,
+    device: torch.device,
+    progress: bool,
+) -> dict[str, Any]:
+    """Keyword arguments of :func:`~pyro_bkd.distill.train_student_kd` that make KD the MAP
+    search of the BKD model (SPEC §3): ``alpha = lam / (lam + tau^2)`` and the weight decay of
+    the ``Normal(0, sigma^2)`` weight prior; ``kd_epochs``, ``batch_size`` and ``lr`` of
+    ``budget``."""
+    alpha = alpha_from_strength(strength, temperature)
+    return {
+        "temperature": temperature,
+        "alpha": alpha,
+        "epochs": budget.kd_epochs,
+        "batch_size": budget.batch_size,
+        "lr": budget.lr,
+        "weight_decay": weight_decay_for_prior(prior_scale, num_train, alpha),
+        "device": device,
+        "progress": progress,
+    }
+
+
+@dataclass(eq=False)
+class MethodOutput:
+    """Draws of one method: ``probs [chain, draw, N, K]``, per-draw ``sample_stats``
+    (``None`` when the method has none), weight draws (``name -> [chain, draw, ...]``, only
+    when asked and meaningful) and ``config``, the settings worth recording."""
+
+    probs: torch.Tensor
+    sample_stats: dict[str, torch.Tensor] | None
+    weights: dict[str, torch.Tensor] | None
+    config: dict[str, Any]
+
+
+def check_method(method: str, valid: tuple[str, ...] = METHODS) -> str:
+    """``method`` if it is one of ``valid``; else ``ValueError`` listing the valid names."""
+    if method not in valid:
+        raise ValueError(f"unknown method {method!r}; valid: {', '.join(valid)}")
+    return method
+
+
+def run_method(method: str, inputs: MethodInputs, budget: MethodBudget) -> MethodOutput:
+    """Run one method of :data:`METHODS` (see the module docstring)."""
+    check_method(method)
+    if method in ("sgld", "psgld"):
+        return _run_sgld(method, inputs, budget)
+    if method in SVI_GUIDES:
+        return _run_svi(method, inputs, budget)
+    if method == "nuts":
+        return _run_nuts(inputs, budget)
+    if method == "mc-dropout":
+        return _run_mc_dropout(inputs, budget)
+    return _run_ensemble(inputs, budget)
+
+
+def _run_sgld(method: str, inputs: MethodInputs, budget: MethodBudget) -> MethodOutput:
+    model = inputs.model()
+    result = sample(
+        model,
+        inputs.train,
+        method=method,  # type: ignore[arg-type]
+        num_samples=budget.num_samples,
+        warmup=budget.warmup,
+        thin=budget.thin,
+        chains=budget.chains,
+        batch_size=budget.batch_size,
+        step_size=budget.step_size,
+        x_test=inputs.x_test,
+        keep_weights=inputs.keep_weights,
+        warm_start=None,
+        seed=inputs.seed,
+        device=inputs.device,
+        progress=inputs.progress,
+    )
+    assert result.probs is not None
+    config = {
+        **result.config,
+        "step_size": float(result.sample_stats["step_size"].flatten()[0]),
+        "sampling_seconds": result.wall_seconds,
+    }
+    if result.backoffs:
+        config["backoffs"] = result.backoffs
+    return MethodOutput(result.probs, result.sample_stats, result.weights, config)
+
+
+def _run_svi(method: str, inputs: MethodInputs, budget: MethodBudget) -> MethodOutput:
+    model = inputs.model()
+    fit = fit_svi(
+        model,
+        inputs.train,
+        guide=SVI_GUIDES[method],  # type: ignore[arg-type]
+        num_steps=budget.svi_steps,
+        batch_size=budget.batch_size,
+        lr=budget.lr,
+        seed=inputs.seed,
+        progress=inputs.progress,
+    )
+    num_samples = 1 if method == "map" else budget.num_samples
+    with torch.random.fork_rng(devices=cuda_indices(inputs.device)):
+        pyro.set_rng_seed(inputs.seed)
+        draws = fit.draws(num_samples)
+        probs = predict_probs(model.student, draws, inputs.x_test)
+    config = {
+        "method": method,
+        "num_steps": budget.svi_steps,
+        "lr": budget.lr,
+        "batch_size": budget.batch_size,
+        "num_samples": num_samples,
+        "final_loss_per_example": fit.elbo[-1],
+    }
+    return MethodOutput(probs, None, draws if inputs.keep_weights else None, config)
+
+
+def _run_nuts(inputs: MethodInputs, budget: MethodBudget) -> MethodOutput:
+    """NUTS on the full data, one ``pyro.infer.MCMC`` run per chain (no multiprocessing,
+    which hangs under ``fork``), each started at the warm start with its own seed."""
+    from pyro.infer import MCMC, NUTS
+    from pyro.infer.autoguide.initialization import init_to_value
+
+    weights = num_weights(inputs.warm_student)
+    if weights > NUTS_MAX_WEIGHTS:
+        raise ValueError(
+            f"nuts is for small students (at most {NUTS_MAX_WEIGHTS} weights); this student "
+            f"has {weights}: use sgld, psgld or an svi method"
+        )
+    model = inputs.model()
+    data = inputs.train.to(inputs.device)
+    start_values = model.initial_values()
+    dense_mass = weights <= NUTS_DENSE_MASS_MAX_WEIGHTS
+    per_chain: list[dict[str, torch.Tensor]] = []
+    divergences = 0
+    for chain in range(budget.chains):
+        with torch.random.fork_rng(devices=cuda_indices(inputs.device)):
+            pyro.set_rng_seed(inputs.seed + chain)
+            kernel = NUTS(
+                model, init_strategy=init_to_value(values=start_values), full_mass=dense_mass
+            )
+            mcmc = MCMC(
+                kernel,
+                num_samples=budget.num_samples * budget.thin,
+                warmup_steps=budget.warmup,
+                num_chains=1,
+                disable_progbar=not inputs.progress,
+            )
+            mcmc.run(data.x, data.y, data.teacher_logits)
+        samples = mcmc.get_samples()
+        per_chain.append({name: value[:: budget.thin].detach() for name, value in samples.items()})
+        divergences += len(mcmc.diagnostics().get("divergences", {}).get("chain 0", []))
+    draws = {name: torch.stack([chain[name] for chain in per_chain]) for name in model.site_names}
+    probs = predict_probs(model.student, draws, inputs.x_test)
+    config = {
+        "method": "nuts",
+        "num_samples": budget.num_samples,
+        "warmup": budget.warmup,
+        "thin": budget.thin,
+        "chains": budget.chains,
+        "divergences": divergences,
+        "dense_mass_matrix": dense_mass,
+    }
+    return MethodOutput(probs, None, draws, config)
+
+
+def _run_mc_dropout(inputs: MethodInputs, budget: MethodBudget) -> MethodOutput:
+    """A fresh student (seed ``seed``) with dropout, trained by KD, masks drawn at test time."""
+    student = add_dropout(inputs.new_student(inputs.seed), budget.dropout_rate, inputs.train.x[:2])
+    train = inputs.train
+    train_student_kd(
+        student,
+        train.x,
+        train.y,
+        train.teacher_logits,
+        seed=inputs.seed,
+        **inputs.kd_options(budget),
+    )
+    probs = mc_dropout_probs(student, inputs.x_test, budget.num_samples, seed=inputs.seed)
+    config = {
+        "method": "mc-dropout",
+        "dropout_rate": budget.dropout_rate,
+        "kd_epochs": budget.kd_epochs,
+        "lr": budget.lr,
+        "batch_size": budget.batch_size,
+        "num_samples": budget.num_samples,
+    }
+    return MethodOutput(probs, None, None, config)
+
+
+def _run_ensemble(inputs: MethodInputs, budget: MethodBudget) -> MethodOutput:
+    """``ensemble_size`` KD students, member ``m`` from seed ``seed + m``."""
+    train = inputs.train
+    members = train_kd_ensemble(
+        inputs.new_student,
+        train.x,
+        train.y,
+        train.teacher_logits,
+        size=budget.ensemble_size,
+        seed=inputs.seed,
+        **inputs.kd_options(budget),
+    )
+    probs = ensemble_probs(members, inputs.x_test)
+    weights = None
+    if inputs.keep_weights:
+        names = [name for name, _ in members[0].named_parameters()]
+        weights = {
+            name: torch.stack([dict(m.named_parameters())[name].detach().cpu() for m in members])[
+                None
+            ]
+            for name in names
+        }
+    config = {
+        "method": "ensemble",
+        "members": budget.ensemble_size,
+        "kd_epochs": budget.kd_epochs,
+        "lr": budget.lr,
+        "batch_size": budget.batch_size,
+    }
+    return MethodOutput(probs, None, weights, config)
