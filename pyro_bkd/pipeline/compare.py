@@ -1,0 +1,593 @@
+"""The ``compare`` job: every inference method on one data set, one teacher, one table.
+
+:func:`run_compare` loads a data set, trains the teacher once (or loads a ``teacher.pt``),
+trains the student alone and by KD, then runs each method of :data:`COMPARE_METHODS` from the
+same KD warm start with a fixed budget (:data:`PRESETS`), and writes
+
+- ``DIR/<method>/posterior.nc``: the draws ``[chain, draw, N, K]`` with a ``log_likelihood``
+  group of the test labels, so ``az.compare`` can rank the saved runs;
+- ``DIR/comparison.csv`` and ``DIR/comparison.md``: one row per method;
+- ``DIR/metrics.json``: the rows and every setting; ``DIR/teacher.pt``: the teacher.
+
+Columns: accuracy, NLL, Brier, ECE and MD-AUROC of the posterior-mean prediction
+``qbar(x) = mean_s q^(s)(x)``; the mean width of the 95% equal-tailed intervals; coverage of
+``p*`` (synthetic data only, ``None`` here); R-hat and bulk ESS of the Markov chains (``sgld``,
+``psgld``, ``nuts``; the other methods' draws are independent); the test-set ELPD
+``sum_n log qbar_{y_n}(x_n)`` with its standard error ``sqrt(N var_n(e_n))`` and, against the
+best method, the difference and its paired standard error ``sqrt(N var_n(e_n - e_n^best))``
+(as ``az.compare`` does, but on held-out labels, so no PSIS approximation is needed); wall
+time and draws per second.
+
+A method that fails (a non-finite potential, a student too big for NUTS, out of memory...)
+is marked ``failed`` with the reason; the other methods' results are kept.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from pyro_bkd import __version__, _atomic, export, metrics
+from pyro_bkd.data import Dataset, DistillationData, few_shot_indices, load_dataset, standardize
+from pyro_bkd.distill import train_student_kd, weight_decay_for_prior
+from pyro_bkd.kd import strength_from_alpha
+from pyro_bkd.pipeline.common import (
+    Log,
+    build_student,
+    check_int,
+    clean,
+    num_weights,
+    point_probs,
+    prepare_out_dir,
+    quiet,
+    resolve_device,
+    seconds,
+    write_json,
+)
+from pyro_bkd.pipeline.methods import (
+    METHODS,
+    MethodBudget,
+    MethodInputs,
+    MethodOutput,
+    check_method,
+    run_method,
+)
+from pyro_bkd.pipeline.teacher import TEACHER_DATASETS, load_teacher, save_teacher
+from pyro_bkd.teachers import teacher_logits, train_teacher
+
+#: Rows that are not inference methods: the student trained alone and the KD student.
+POINT_METHODS: tuple[str, ...] = ("student", "kd")
+COMPARE_METHODS: tuple[str, ...] = (*POINT_METHODS, *METHODS)
+DEFAULT_METHODS: tuple[str, ...] = (
+    "student",
+    "kd",
+    "map",
+    "sgld",
+    "psgld",
+    "svi-normal",
+    "svi-lowrank",
+    "mc-dropout",
+    "ensemble",
+)
+COMPARE_DATASETS: tuple[str, ...] = TEACHER_DATASETS
+#: Methods whose draws come from Markov chains (R-hat and bulk ESS are reported for them).
+MARKOV_CHAINS: tuple[str, ...] = ("sgld", "psgld", "nuts")
+#: Row labels of the BKD paper's comparison.
+PAPER_NAMES: dict[str, str] = {
+    "teacher": "teacher",
+    "student": "student alone",
+    "kd": "KD",
+    "svi-normal": "KD + BNN (SVI mean-field)",
+    "mc-dropout": "KD + MC dropout",
+    "sgld": "BKD (SGLD)",
+}
+COLUMNS: tuple[str, ...] = (
+    "method",
+    "status",
+    "accuracy",
+    "nll",
+    "brier",
+    "ece",
+    "md_auroc",
+    "mean_interval_width",
+    "coverage",
+    "max_rhat",
+    "min_ess_bulk",
+    "elpd_test",
+    "elpd_se",
+    "elpd_diff",
+    "elpd_dse",
+    "draws",
+    "wall_seconds",
+    "draws_per_second",
+    "reason",
+)
+TEMPERATURE = 4.0
+KD_ALPHA = 0.9
+PRIOR_SCALE = 1.0
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Architectures, sizes and budgets of one data set (CPU-sized; see :data:`PRESETS`).
+
+    ``num_train``/``num_test``: a stratified subset of the train split / the first test
+    images (``None``: all). ``budget.kd_epochs`` is the KD (and student-alone) training.
+    """
+
+    teacher: str
+    student: str
+    teacher_epochs: int
+    teacher_lr: float
+    budget: MethodBudget
+    num_train: int | None = None
+    num_test: int | None = None
+    standardize: bool = False
+
+
+PRESETS: dict[str, Preset] = {
+    "digits": Preset(
+        teacher="mlp:256,256",
+        student="mlp:32",
+        teacher_epochs=40,
+        teacher_lr=0.05,
+        budget=MethodBudget(
+            num_samples=100, warmup=1000, thin=10, chains=4, svi_steps=1500, kd_epochs=60
+        ),
+    ),
+    "mnist": Preset(
+        teacher="mlp:256,256",
+        student="mlp:32",
+        teacher_epochs=10,
+        teacher_lr=0.05,
+        num_train=10_000,
+        budget=MethodBudget(
+            num_samples=50, warmup=800, thin=8, chains=4, svi_steps=1500, kd_epochs=20
+        ),
+    ),
+    "fashion-mnist": Preset(
+        teacher="small_cnn:16",
+        student="small_cnn:4",
+        teacher_epochs=8,
+        teacher_lr=0.05,
+        num_train=10_000,
+        num_test=2_000,
+        budget=MethodBudget(
+            num_samples=25, warmup=300, thin=4, chains=4, svi_steps=800, kd_epochs=8
+        ),
+    ),
+    "cifar10-subset": Preset(
+        teacher="resnet8",
+        student="small_cnn:8",
+        teacher_epochs=15,
+        teacher_lr=0.05,
+        standardize=True,
+        budget=MethodBudget(
+            num_samples=25, warmup=300, thin=4, chains=4, svi_steps=600, kd_epochs=15
+        ),
+    ),
+}
+#: ``quick=True``: seconds per method, for tests; the numbers mean nothing.
+QUICK_BUDGET = MethodBudget(
+    num_samples=6,
+    warmup=10,
+    thin=1,
+    chains=2,
+    svi_steps=20,
+    kd_epochs=1,
+    batch_size=64,
+    ensemble_size=3,
+)
+QUICK_SIZES = {"num_train": 256, "num_test": 64}
+
+
+@dataclass
+class CompareOptions:
+    """Options of :func:`run_compare` (the ``compare`` subcommand).
+
+    ``methods``: names of :data:`COMPARE_METHODS` (the teacher row is always there).
+    ``teacher``: a ``teacher.pt`` of ``pyro-bkd teacher`` or of an earlier ``compare`` for the
+    same data set (``None``: train one). ``num_train``/``num_test``/``budget`` override the
+    data set's :class:`Preset`.
+    """
+
+    dataset: str
+    out: str
+    methods: tuple[str, ...] = DEFAULT_METHODS
+    teacher: str | None = None
+    seed: int = 0
+    quick: bool = False
+    num_train: int | None = None
+    num_test: int | None = None
+    budget: MethodBudget | None = None
+    data_root: str | None = None
+    device: str | None = None
+    progress: bool = True
+    extra_attrs: dict[str, Any] = field(default_factory=dict)
+
+
+def check_compare_options(options: CompareOptions) -> tuple[str, ...]:
+    """Raise ``ValueError`` naming the first bad option; return the methods, deduplicated."""
+    if options.dataset not in COMPARE_DATASETS:
+        raise ValueError(
+            f"unknown dataset {options.dataset!r}; valid: {', '.join(COMPARE_DATASETS)}"
+        )
+    if isinstance(options.methods, str) or not options.methods:
+        raise ValueError(
+            f"--methods must name at least one method; valid: {', '.join(COMPARE_METHODS)}"
+        )
+    for method in options.methods:
+        check_method(method, COMPARE_METHODS)
+    check_int("--seed", options.seed, minimum=0)
+    for flag, value in (("--num-train", options.num_train), ("--num-test", options.num_test)):
+        if value is not None:
+            check_int(flag, value, minimum=2)
+    if options.teacher is not None and not Path(options.teacher).is_file():
+        raise FileNotFoundError(f"--teacher {options.teacher!r} is not a file")
+    if options.dataset == "digits" and options.data_root is not None:
+        raise ValueError("digits ships with scikit-learn; --data-root does not apply")
+    return tuple(dict.fromkeys(options.methods))
+
+
+def run_compare(options: CompareOptions, log: Log = quiet) -> dict[str, Any]:
+    """Run every method of ``options.methods`` on one data set; returns ``metrics.json``.
+
+    Teacher (``Preset.teacher``, SGD with momentum and a cosine schedule, maximum likelihood)
+    -> teacher logits. The student alone (cross entropy) and the KD student (``tau = 4``,
+    ``alpha = 0.9``, ``c = tau^2``; Adam) are trained for ``kd_epochs`` with the weight decay
+    of the ``Normal(0, 1)`` weight prior, from the same initialisation. Every method then
+    works on :class:`~pyro_bkd.BKDModel` with ``lam = alpha tau^2 / (1 - alpha) = 144``,
+    started at the KD student (``mc-dropout`` and ``ensemble`` train their own KD students).
+    A method's wall time is its own stage: the shared KD warm start is in the ``kd`` row.
+    """
+    methods = check_compare_options(options)
+    preset = PRESETS[options.dataset]
+    budget = options.budget or (QUICK_BUDGET if options.quick else preset.budget)
+    sizes = QUICK_SIZES if options.quick else {}
+    num_train = options.num_train or sizes.get("num_train") or preset.num_train
+    num_test = options.num_test or sizes.get("num_test") or preset.num_test
+    teacher_epochs = 1 if options.quick else preset.teacher_epochs
+    dev = resolve_device(options.device)
+    start = time.perf_counter()
+
+    dataset = _load(options, preset, num_train, num_test)
+    x_train, y_train = dataset.x_train, dataset.y_train
+    num_classes = dataset.num_classes
+    teacher = _teacher(options, preset, dataset, teacher_epochs, dev, log)
+    teacher_arch = _teacher_arch(options.teacher) if options.teacher else preset.teacher
+    out_dir = prepare_out_dir(options.out)  # after every check of the input: no empty folder
+    rows: dict[str, dict[str, Any]] = {}
+    outputs: dict[str, MethodOutput] = {}
+
+    stage = time.perf_counter()
+    t_train = teacher_logits(teacher, x_train)
+    t_test = teacher_logits(teacher, dataset.x_test)
+    rows["teacher"] = {"wall_seconds": seconds(stage)}
+    outputs["teacher"] = MethodOutput(point_probs(t_test), None, None, {"method": "teacher"})
+    save_teacher(
+        out_dir / "teacher.pt",
+        teacher,
+        arch=teacher_arch,
+        input_shape=tuple(x_train.shape[1:]),
+        dataset=dataset.name,
+        objective="mll",
+        class_names=dataset.class_names,
+    )
+
+    def new_student(seed: int) -> nn.Module:
+        return build_student(preset.student, x_train, num_classes, seed=seed)
+
+    strength = strength_from_alpha(KD_ALPHA, TEMPERATURE)
+    train = DistillationData(x_train, y_train, t_train)
+    inputs = MethodInputs(
+        new_student=new_student,
+        warm_student=new_student(options.seed),
+        train=train,
+        x_test=dataset.x_test,
+        temperature=TEMPERATURE,
+        strength=strength,
+        prior_scale=PRIOR_SCALE,
+        seed=options.seed,
+        device=dev,
+        progress=options.progress,
+    )
+    kd_options = inputs.kd_options(budget)
+    log(
+        f"student {preset.student} ({num_weights(inputs.warm_student)} weights): alone and by "
+        f"KD, {budget.kd_epochs} epochs each"
+    )
+    if "student" in methods:
+        stage = time.perf_counter()
+        alone = train_student_kd(
+            new_student(options.seed),
+            x_train,
+            y_train,
+            None,
+            seed=options.seed,
+            **{
+                **kd_options,
+                "alpha": 0.0,
+                "weight_decay": weight_decay_for_prior(PRIOR_SCALE, len(train), 0.0),
+            },
+        ).student
+        outputs["student"] = _point_output(alone, dataset.x_test, "student")
+        rows["student"] = {"wall_seconds": seconds(stage)}
+    stage = time.perf_counter()
+    train_student_kd(
+        inputs.warm_student, x_train, y_train, t_train, seed=options.seed, **kd_options
+    )
+    outputs["kd"] = _point_output(inputs.warm_student, dataset.x_test, "kd")
+    rows["kd"] = {"wall_seconds": seconds(stage)}
+
+    for method in (m for m in methods if m not in POINT_METHODS):
+        log(f"{method}")
+        stage = time.perf_counter()
+        try:
+            outputs[method] = run_method(method, inputs, _budget_of(method, budget))
+        except Exception as error:  # a failed method must not lose the others' results
+            rows[method] = {"status": "failed", "reason": _reason(error)}
+            log(f"{method} failed: {rows[method]['reason']}")
+            continue
+        rows[method] = {"wall_seconds": seconds(stage)}
+
+    reported = ["teacher", *methods]
+    table = _table(reported, rows, outputs, dataset.y_test)
+    attrs = {
+        "command": "pyro-bkd compare",
+        "dataset": dataset.name,
+        "teacher": teacher_arch,
+        "teacher_file": options.teacher,
+        "student": preset.student,
+        "tau": TEMPERATURE,
+        "kd_alpha": KD_ALPHA,
+        "strength": strength,
+        "prior_scale": PRIOR_SCALE,
+        "seed": options.seed,
+        **options.extra_attrs,
+    }
+    for method in reported:
+        if method not in outputs:
+            continue
+        output = outputs[method]
+        idata = export.to_inference_data(
+            output.probs,
+            y=dataset.y_test,
+            teacher_probs=t_test.softmax(-1),
+            sample_stats=output.sample_stats,
+            class_names=list(dataset.class_names),
+            attrs={**attrs, **output.config, "method": method},
+        )
+        (out_dir / method).mkdir(exist_ok=True)
+        export.save(idata, out_dir / method / "posterior.nc")
+    settings = {
+        "dataset": dataset.name,
+        "num_train": int(x_train.shape[0]),
+        "num_test": int(dataset.x_test.shape[0]),
+        "num_classes": num_classes,
+        "teacher": attrs["teacher"],
+        "teacher_epochs": None if options.teacher else teacher_epochs,
+        "student": preset.student,
+        "student_weights": num_weights(inputs.warm_student),
+        "temperature": TEMPERATURE,
+        "kd_alpha": KD_ALPHA,
+        "strength": strength,
+        "prior_scale": PRIOR_SCALE,
+        "standardized": preset.standardize,
+        "budget": asdict(budget),
+        "seed": options.seed,
+        "quick": options.quick,
+        "device": str(dev),
+        "torch_threads": torch.get_num_threads(),
+        "version": __version__,
+    }
+    values = clean({"command": "compare", "rows": table, "settings": settings})
+    values["wall_seconds"] = seconds(start)
+    _atomic.write_text(out_dir / "comparison.csv", to_csv(table))
+    _atomic.write_text(out_dir / "comparison.md", to_markdown(table, settings))
+    write_json(out_dir / "metrics.json", values)
+    return values
+
+
+def _load(options: CompareOptions, preset: Preset, num_train: int | None, num_test: int | None):
+    """The data set, standardised if the preset says so, cut to ``num_train``/``num_test``."""
+    loader_options: dict[str, Any] = {"seed": options.seed} if options.dataset == "digits" else {}
+    dataset = load_dataset(options.dataset, options.data_root, **loader_options)
+    if preset.standardize:
+        dataset = standardize(dataset)
+    x_train, y_train = dataset.x_train, dataset.y_train
+    if num_train is not None and num_train < x_train.shape[0]:
+        keep = few_shot_indices(y_train, num_train / x_train.shape[0], seed=options.seed)
+        x_train, y_train = x_train[keep], y_train[keep]
+    x_test, y_test = dataset.x_test[:num_test], dataset.y_test[:num_test]
+    return replace(dataset, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+
+
+def _teacher(
+    options: CompareOptions,
+    preset: Preset,
+    dataset: Dataset,
+    epochs: int,
+    device: torch.device,
+    log: Log,
+) -> nn.Module:
+    """The teacher loaded from ``options.teacher`` (checked against the data) or trained."""
+    x_train = dataset.x_train
+    if options.teacher is not None:
+        log(f"teacher: loading {options.teacher}")
+        teacher = load_teacher(options.teacher).to(device)
+        try:
+            logits = teacher_logits(teacher, x_train[:2])
+        except RuntimeError as error:
+            raise ValueError(
+                f"--teacher {options.teacher!r} does not accept {dataset.name} inputs of shape "
+                f"{tuple(x_train.shape[1:])}: {str(error).splitlines()[0]}"
+            ) from None
+        if logits.shape[1] != dataset.num_classes:
+            raise ValueError(
+                f"--teacher {options.teacher!r} has {logits.shape[1]} classes, "
+                f"{dataset.name} has {dataset.num_classes}"
+            )
+        return teacher
+    teacher = build_student(preset.teacher, x_train, dataset.num_classes, seed=options.seed)
+    log(
+        f"{dataset.name}: {x_train.shape[0]} train / {dataset.x_test.shape[0]} test; teacher "
+        f"{preset.teacher} ({num_weights(teacher)} weights), {epochs} epochs"
+    )
+    train_teacher(
+        teacher,
+        x_train,
+        dataset.y_train,
+        objective="mll",
+        epochs=epochs,
+        lr=preset.teacher_lr,
+        seed=options.seed,
+        device=device,
+        progress=options.progress,
+    )
+    return teacher
+
+
+def _budget_of(method: str, budget: MethodBudget) -> MethodBudget:
+    """``budget``, except for NUTS: no thinning (its draws are nearly independent), at most
+    200 warm-up steps and 2 chains (each draw costs up to 2^10 gradient evaluations)."""
+    if method != "nuts":
+        return budget
+    return replace(budget, thin=1, warmup=min(budget.warmup, 200), chains=min(budget.chains, 2))
+
+
+def _teacher_arch(path: str) -> str:
+    return str(torch.load(path, map_location="cpu", weights_only=True)["arch"])
+
+
+def _point_output(student: nn.Module, x_test: torch.Tensor, method: str) -> MethodOutput:
+    return MethodOutput(
+        point_probs(teacher_logits(student, x_test)), None, None, {"method": method}
+    )
+
+
+def _reason(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return f"{type(error).__name__}: {text}"
+
+
+def pointwise_elpd(probs: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+    """``e_n = log qbar_{y_n}(x_n)``, ``qbar = mean_s q^(s)``, in float64 ``[N]``."""
+    array = np.asarray(probs, dtype=np.float64)
+    pooled = array.reshape(-1, *array.shape[2:]).mean(axis=0)
+    picked = pooled[np.arange(pooled.shape[0]), np.asarray(y)]
+    return np.log(np.clip(picked, np.finfo(np.float64).tiny, None))
+
+
+def _table(
+    reported: Sequence[str],
+    rows: dict[str, dict[str, Any]],
+    outputs: dict[str, MethodOutput],
+    y: torch.Tensor,
+) -> list[dict[str, Any]]:
+    """One dict per reported method with every column of :data:`COLUMNS`."""
+    pointwise = {m: pointwise_elpd(outputs[m].probs, y) for m in reported if m in outputs}
+    best = max(pointwise, key=lambda m: pointwise[m].sum()) if pointwise else None
+    table = []
+    for method in reported:
+        row: dict[str, Any] = dict.fromkeys(COLUMNS)
+        row.update({"method": method, "status": "ok", **rows.get(method, {})})
+        if method in outputs:
+            probs = outputs[method].probs
+            summary = metrics.summarize(probs, y)
+            row.update({key: summary[key] for key in COLUMNS if key in summary})
+            if summary["num_draws"] * summary["num_chains"] == 1:
+                row["mean_interval_width"] = None  # a point estimate has no interval
+            if method not in MARKOV_CHAINS:  # independent draws: R-hat and ESS say nothing
+                row["max_rhat"] = row["min_ess_bulk"] = None
+            e = pointwise[method]
+            n = e.shape[0]
+            row["elpd_test"] = float(e.sum())
+            row["elpd_se"] = float(math.sqrt(n * e.var()))
+            difference = pointwise[best] - e
+            row["elpd_diff"] = float(difference.sum())
+            row["elpd_dse"] = float(math.sqrt(n * difference.var()))
+            draws = int(probs.shape[0] * probs.shape[1])
+            row["draws"] = draws
+            wall = row.get("wall_seconds")
+            if wall and draws > 1:
+                row["draws_per_second"] = draws / wall
+        table.append(clean(row))
+    return table
+
+
+def to_csv(table: Sequence[dict[str, Any]]) -> str:
+    """The comparison as CSV (empty cells for undefined values)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    for row in table:
+        writer.writerow({key: "" if row.get(key) is None else row[key] for key in COLUMNS})
+    return buffer.getvalue()
+
+
+MARKDOWN_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("accuracy", "acc", ".4f"),
+    ("nll", "NLL", ".4f"),
+    ("brier", "Brier", ".4f"),
+    ("ece", "ECE", ".4f"),
+    ("md_auroc", "MD-AUROC", ".3f"),
+    ("mean_interval_width", "95% width", ".4f"),
+    ("max_rhat", "max R-hat", ".3f"),
+    ("min_ess_bulk", "min ESS", ".0f"),
+    ("elpd_test", "ELPD", ".1f"),
+    ("elpd_diff", "dELPD (se)", ".1f"),
+    ("draws", "draws", "d"),
+    ("wall_seconds", "time (s)", ".1f"),
+    ("draws_per_second", "draws/s", ".1f"),
+)
+
+
+def to_markdown(table: Sequence[dict[str, Any]], settings: dict[str, Any]) -> str:
+    """The comparison as a Markdown page: settings, the table, then the failures."""
+    header = ["method", *(title for _, title, _ in MARKDOWN_COLUMNS)]
+    lines = [
+        f"# Inference comparison on {settings['dataset']}",
+        "",
+        f"Teacher {settings['teacher']}, student {settings['student']} "
+        f"({settings['student_weights']} weights); {settings['num_train']} training and "
+        f"{settings['num_test']} test examples; tau {settings['temperature']:g}, KD alpha "
+        f"{settings['kd_alpha']:g} (lam {settings['strength']:g}), weight prior "
+        f"Normal(0, {settings['prior_scale']:g}^2); seed {settings['seed']}.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for row in table:
+        if row["status"] != "ok":
+            cells = [row["method"], "failed", *([""] * (len(header) - 2))]
+        else:
+            cells = [row["method"]]
+            for key, _, spec in MARKDOWN_COLUMNS:
+                value = row.get(key)
+                text = "–" if value is None else format(value, spec)
+                if key == "elpd_diff" and value is not None:
+                    text += f" ({row['elpd_dse']:.1f})"
+                cells.append(text)
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Probabilities are posterior means over the draws. ELPD is the test-set log "
+        "predictive density sum_n log qbar(y_n | x_n); dELPD is the gap to the best method "
+        "with its paired standard error. Time is each method's own stage (the Bayesian "
+        "methods start from the KD student, whose training time is in the kd row).",
+    ]
+    failed = [row for row in table if row["status"] != "ok"]
+    if failed:
+        lines += ["", "Failed methods:", ""]
+        lines += [f"- {row['method']}: {row['reason']}" for row in failed]
+    return "\n".join(lines) + "\n"
