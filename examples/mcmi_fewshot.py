@@ -44,7 +44,6 @@ from __future__ import annotations
 import argparse
 import copy
 import math
-import re
 import statistics
 import sys
 import time
@@ -57,7 +56,6 @@ from torch import nn
 
 import models
 from pyro_bkd import BKDModel, DistillationData, cmi, sample, strength_from_alpha
-from pyro_bkd._atomic import write_text
 from pyro_bkd.data.loaders import (
     Dataset,
     load_cifar10_subset,
@@ -67,6 +65,7 @@ from pyro_bkd.data.loaders import (
 )
 from pyro_bkd.data.splits import few_shot_indices, zero_shot_indices
 from pyro_bkd.distill import accuracy, train_student_kd, weight_decay_for_prior
+from pyro_bkd.report import write_marked_section
 from pyro_bkd.teachers import teacher_logits, train_teacher
 
 TEMPERATURE = 4.0
@@ -75,8 +74,7 @@ PRIOR_SCALE = 1.0
 CMI_WEIGHT = 0.2
 #: Omitted classes of the zero-shot settings: ``--omit k`` removes the first ``k`` of these.
 OMIT_ORDER: tuple[int, ...] = (3, 1, 5, 7, 9, 0, 2, 4, 6, 8)
-BEGIN = "<!-- mcmi_fewshot:begin -->"
-END = "<!-- mcmi_fewshot:end -->"
+MARKER = "mcmi_fewshot"  # docs/results.md section: <!-- mcmi_fewshot:begin/end -->
 DATASETS: tuple[str, ...] = ("mnist", "cifar10-subset", "digits")
 
 
@@ -376,18 +374,6 @@ def run(args: argparse.Namespace) -> str:
     return "\n".join(teacher_table) + "\n\n" + "\n".join(student_table) + "\n"
 
 
-def write_block(path: Path, block: str) -> None:
-    """Put ``block`` between the markers in ``path`` (appended if absent), atomically."""
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    wrapped = f"{BEGIN}\n{block.rstrip()}\n{END}"
-    if BEGIN in text and END in text:
-        pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.DOTALL)
-        text = pattern.sub(lambda _: wrapped, text, count=1)
-    else:
-        text = (text.rstrip() + "\n\n" if text.strip() else "") + wrapped + "\n"
-    write_text(path, text)
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=None)
@@ -438,7 +424,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(tables)
     print(f"wall time: {wall:.1f} s", flush=True)
     if args.out is not None:
-        write_block(args.out, block)
+        write_marked_section(args.out, MARKER, block)
     return 0
 
 

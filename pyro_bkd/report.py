@@ -80,6 +80,22 @@ def write_report(run_dir: str | os.PathLike[str], top: int = TOP_ENTRIES) -> tup
 # --------------------------------------------------------------------------- tables
 
 
+def write_marked_section(path: str | os.PathLike[str], name: str, block: str) -> None:
+    """Put ``block`` between ``<!-- name:begin -->`` and ``<!-- name:end -->`` in the Markdown
+    file ``path``, replacing what was there (appended with the markers when absent), atomically.
+    The rest of the file is left as it is, so several generators can share one page."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    file = Path(path)
+    text = file.read_text(encoding="utf-8") if file.exists() else ""
+    wrapped = f"{begin}\n{block.rstrip()}\n{end}"
+    first, last = text.find(begin), text.find(end)
+    if 0 <= first < last:
+        text = text[:first] + wrapped + text[last + len(end) :]
+    else:
+        text = (text.rstrip() + "\n\n" if text.strip() else "") + wrapped + "\n"
+    _atomic.write_text(file, text)
+
+
 def metric_tables(values: Mapping[str, Any], title: str = "Metrics") -> list[Table]:
     """Tables of a (nested) metrics dict.
 

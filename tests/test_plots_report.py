@@ -177,3 +177,18 @@ def test_metric_tables_render_nested_dicts() -> None:
     assert [t.title for t in tables] == ["Metrics", "methods"]
     assert tables[1].header == ["metric", "kd", "bkd"]
     assert tables[1].rows == [["acc", "0.5", "0.6"], ["ece", "-", "0.01"]]
+
+
+def test_write_marked_section_replaces_only_its_block(tmp_path: Path) -> None:
+    from pyro_bkd.report import write_marked_section
+
+    page = tmp_path / "results.md"
+    write_marked_section(page, "a", "first")
+    assert page.read_text() == "<!-- a:begin -->\nfirst\n<!-- a:end -->\n"
+    write_marked_section(page, "b", "| x |\n")
+    page.write_text("# Results\n\n" + page.read_text() + "\nnotes\n")
+    write_marked_section(page, "a", "second")
+    text = page.read_text()
+    assert text.startswith("# Results\n\n<!-- a:begin -->\nsecond\n<!-- a:end -->")
+    assert "first" not in text and "<!-- b:begin -->\n| x |\n<!-- b:end -->" in text
+    assert text.endswith("\nnotes\n")
