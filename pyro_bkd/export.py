@@ -21,8 +21,11 @@ Groups (dims in brackets):
 - ``constant_data``: ``teacher_probs`` and ``p_true`` ``[obs, class]``.
 - ``log_likelihood``: ``y`` ``[chain, draw, obs]`` ``= log q^(s)_{y_n}(x_n)``. This is the
   predictive log density of the *test* labels, not of the training data the posterior was
-  fitted to: ``az.loo``/``az.waic``/``az.compare`` on it compare methods by (approximate)
-  held-out predictive accuracy on the test set.
+  fitted to. The held-out ELPD is then exact, ``sum_n log mean_s q^(s)_{y_n}(x_n)`` (what
+  ``pyro-bkd compare`` reports, with paired standard errors). ``az.compare``/``az.loo`` run
+  on it, but PSIS-LOO reweights the draws by ``1/q^(s)_{y_n}`` as if ``y_n`` had been in the
+  fit, which understates the held-out ELPD (a harmonic mean, not an arithmetic one), most for
+  methods whose draws spread: read their ranking with the Pareto-k warnings in mind.
 
 Coordinates: ``chain`` and ``draw`` count from 0, ``obs`` is the test-input index,
 ``class`` the class labels (``0..K-1`` or ``class_names``). Attributes (on every group and on the
