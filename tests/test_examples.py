@@ -54,3 +54,48 @@ def test_synthetic_coverage_quick_prints_one_row_per_scenario(tmp_path: Path) ->
             assert 0.0 <= float(row[header.index(column)]) <= 1.0
     # The file written by --out holds the printed table.
     assert out.read_text() == proc.stdout
+
+
+def test_paper_table_quick_writes_its_section(tmp_path: Path) -> None:
+    out = tmp_path / "results.md"
+    out.write_text("# Results\n\nkept\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    argv = ["--quick", "--datasets", "digits", "--seeds", "0", "1"]
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "paper_table.py"),
+            *argv,
+            "--out",
+            str(out),
+            "--runs",
+            str(tmp_path / "runs"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text()
+    assert text.startswith("# Results\n\nkept\n")
+    assert "<!-- paper_table:begin -->" in text and "<!-- paper_table:end -->" in text
+    header, _, *rows = table_rows(text)
+    assert header[:2] == ["data set", "method"]
+    names = [row[1] for row in rows]
+    assert names == [
+        "teacher",
+        "student alone",
+        "KD",
+        "KD + BNN (SVI mean-field)",
+        "KD + MC dropout",
+        "BKD (SGLD)",
+    ]
+    accuracy = header.index("acc (%)")
+    for row in rows:
+        mean, sd = (float(part) for part in row[accuracy].split(" ± "))
+        assert 0 <= mean <= 100 and sd >= 0
+    runs_csv = (tmp_path / "runs" / "paper_table.csv").read_text().splitlines()
+    assert len(runs_csv) == 1 + 2 * 6  # header + 2 seeds x 6 rows
