@@ -1,7 +1,8 @@
 """The BKD paper's comparison on real data, 3 seeds, written into ``docs/results.md``.
 
-Rows (as in Fang et al., 2024): teacher, student alone, KD, KD + BNN (SVI mean-field), KD + MC
-dropout, BKD (SGLD); with ``--methods`` also any other method of ``pyro-bkd compare``. Data
+Rows: those of Fang et al. (2024), teacher, student alone, KD, KD + BNN (SVI mean-field), KD +
+MC dropout and BKD (SGLD), plus a deep ensemble of KD students and BKD by pSGLD; ``--methods``
+picks any methods of ``pyro-bkd compare``. Data
 sets and architectures are the presets of :data:`pyro_bkd.pipeline.PRESETS`:
 
 - MNIST: MLP 784-256-256-10 teacher -> MLP 784-32-10 student (10,000 training images, a
@@ -40,7 +41,7 @@ from pyro_bkd.report import write_marked_section
 
 MARKER = "paper_table"  # docs/results.md section: <!-- paper_table:begin/end -->
 DATASETS = ("mnist", "fashion-mnist", "cifar10-subset")
-PAPER_METHODS = ("student", "kd", "svi-normal", "mc-dropout", "sgld")
+PAPER_METHODS = ("student", "kd", "svi-normal", "mc-dropout", "ensemble", "sgld", "psgld")
 METRICS = (("accuracy", "acc (%)", 100.0, 2), ("nll", "NLL", 1.0, 3), ("ece", "ECE", 1.0, 3))
 METRICS += (("md_auroc", "MD-AUROC", 1.0, 3),)
 #: Numbers the papers report (SPEC.md section 7), quoted beside ours.

@@ -91,11 +91,13 @@ def test_paper_table_quick_writes_its_section(tmp_path: Path) -> None:
         "KD",
         "KD + BNN (SVI mean-field)",
         "KD + MC dropout",
+        "KD deep ensemble",
         "BKD (SGLD)",
+        "BKD (pSGLD)",
     ]
     accuracy = header.index("acc (%)")
     for row in rows:
         mean, sd = (float(part) for part in row[accuracy].split(" ± "))
         assert 0 <= mean <= 100 and sd >= 0
     runs_csv = (tmp_path / "runs" / "paper_table.csv").read_text().splitlines()
-    assert len(runs_csv) == 1 + 2 * 6  # header + 2 seeds x 6 rows
+    assert len(runs_csv) == 1 + 2 * 8  # header + 2 seeds x 8 rows

@@ -89,7 +89,9 @@ PAPER_NAMES: dict[str, str] = {
     "kd": "KD",
     "svi-normal": "KD + BNN (SVI mean-field)",
     "mc-dropout": "KD + MC dropout",
+    "ensemble": "KD deep ensemble",
     "sgld": "BKD (SGLD)",
+    "psgld": "BKD (pSGLD)",
 }
 COLUMNS: tuple[str, ...] = (
     "method",
