@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from pyro_bkd import _checks
-from pyro_bkd.teachers import model_device
+from pyro_bkd.teachers import evaluating, model_device
 
 #: Test inputs per forward pass of :func:`mc_dropout_probs`.
 INPUT_CHUNK = 1024
@@ -122,22 +122,12 @@ def _layers_reading_input(
 
         handles.append(modules[name].register_forward_pre_hook(record))
     try:
-        with torch.no_grad(), _eval(student):
+        with torch.no_grad(), evaluating(student):
             student(example)
     finally:
         for handle in handles:
             handle.remove()
     return found
-
-
-@contextmanager
-def _eval(module: nn.Module) -> Iterator[None]:
-    was_training = module.training
-    module.eval()
-    try:
-        yield
-    finally:
-        module.train(was_training)
 
 
 @contextmanager
