@@ -19,13 +19,15 @@ The table gives mean ± sd over seeds of accuracy, NLL, ECE and mean-deviance AU
 (MD-AUROC) of the posterior-mean prediction, and the mean wall time of each method's stage.
 
 Run from the repo root: ``.venv/bin/python benchmarks/paper_table.py`` (about 30 minutes on
-one CPU thread); ``--quick`` is a seconds-long smoke run on digits for the tests.
+one CPU thread); ``--resume`` after an interruption reuses the completed (data set, seed) runs;
+``--quick`` is a seconds-long smoke run on digits for the tests.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import statistics
 import sys
@@ -71,15 +73,17 @@ def run(args: argparse.Namespace) -> tuple[str, list[dict]]:
         for seed in args.seeds:
             out = Path(args.runs) / dataset / f"seed{seed}"
             began = time.perf_counter()
-            options = CompareOptions(
-                dataset=dataset,
-                out=str(out),
-                methods=tuple(args.methods),
-                seed=seed,
-                quick=args.quick,
-                progress=False,
-            )
-            values = run_compare(options)
+            values = finished_run(out, args.methods, args.quick) if args.resume else None
+            if values is None:
+                options = CompareOptions(
+                    dataset=dataset,
+                    out=str(out),
+                    methods=tuple(args.methods),
+                    seed=seed,
+                    quick=args.quick,
+                    progress=False,
+                )
+                values = run_compare(options)
             print(
                 f"{dataset} seed {seed}: {time.perf_counter() - began:.0f} s",
                 file=sys.stderr,
@@ -91,6 +95,20 @@ def run(args: argparse.Namespace) -> tuple[str, list[dict]]:
             ]
     minutes = (time.perf_counter() - start) / 60
     return format_block(per_run, args, minutes), per_run
+
+
+def finished_run(out: Path, methods: Sequence[str], quick: bool) -> dict | None:
+    """The ``metrics.json`` of an earlier run in ``out`` with the same methods and budget
+    kind (``--resume``); ``None`` when there is none. ``run_compare`` writes it last and
+    atomically, so its presence means the run completed."""
+    path = out / "metrics.json"
+    if not path.is_file():
+        return None
+    values = json.loads(path.read_text())
+    done = [row["method"] for row in values["rows"]]
+    if done != ["teacher", *methods] or values["settings"]["quick"] != quick:
+        return None
+    return values
 
 
 def format_block(per_run: list[dict], args: argparse.Namespace, minutes: float) -> str:
@@ -158,6 +176,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--runs", type=Path, default=Path("runs/paper_table"))
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1)")
     parser.add_argument("--quick", action="store_true", help="tiny budget, for the tests")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse the (data set, seed) runs already completed under --runs",
+    )
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     unknown = set(args.datasets) - set(PRESETS)

@@ -9,15 +9,19 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = ROOT / "examples"
 SCENARIOS = ("linear-binary", "nonlinear-binary", "linear-5class", "nonlinear-5class")
 
 
 def run_example(name: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run ``examples/<name>`` with the interpreter running the tests (the project's venv)."""
+    return run_script(f"examples/{name}", *args, timeout=timeout)
+
+
+def run_script(path: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the repo's script ``path`` on one thread with the tests' interpreter."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     return subprocess.run(
-        [sys.executable, str(EXAMPLES / name), *args],
+        [sys.executable, str(ROOT / path), *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -59,25 +63,15 @@ def test_synthetic_coverage_quick_prints_one_row_per_scenario(tmp_path: Path) ->
 def test_paper_table_quick_writes_its_section(tmp_path: Path) -> None:
     out = tmp_path / "results.md"
     out.write_text("# Results\n\nkept\n")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    argv = ["--quick", "--datasets", "digits", "--seeds", "0", "1"]
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "paper_table.py"),
-            *argv,
-            "--out",
-            str(out),
-            "--runs",
-            str(tmp_path / "runs"),
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    runs = tmp_path / "runs"
+
+    def paper_table(*extra: str) -> subprocess.CompletedProcess:
+        argv = ["--quick", "--datasets", "digits", "--seeds", "0", "1", *extra]
+        return run_script(
+            "benchmarks/paper_table.py", *argv, "--out", str(out), "--runs", str(runs)
+        )
+
+    proc = paper_table()
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = out.read_text()
     assert text.startswith("# Results\n\nkept\n")
@@ -99,5 +93,12 @@ def test_paper_table_quick_writes_its_section(tmp_path: Path) -> None:
     for row in rows:
         mean, sd = (float(part) for part in row[accuracy].split(" ± "))
         assert 0 <= mean <= 100 and sd >= 0
-    runs_csv = (tmp_path / "runs" / "paper_table.csv").read_text().splitlines()
+    runs_csv = (runs / "paper_table.csv").read_text().splitlines()
     assert len(runs_csv) == 1 + 2 * 8  # header + 2 seeds x 8 rows
+    # --resume reuses both completed runs: no run redone, the same table.
+    finished = runs / "digits" / "seed0" / "metrics.json"
+    stamp = finished.stat().st_mtime_ns
+    resumed = paper_table("--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert finished.stat().st_mtime_ns == stamp
+    assert table_rows(out.read_text())[2:] == rows
