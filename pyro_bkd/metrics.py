@@ -13,10 +13,9 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
-import xarray as xr
 from sklearn.metrics import roc_auc_score
 
-from pyro_bkd import uq
+from pyro_bkd import convergence, uq
 
 #: Number of equal-width confidence bins of the ECE and the reliability diagram.
 NUM_BINS = 15
@@ -106,27 +105,21 @@ def rhat(probs: Any) -> np.ndarray:
     """Rank-normalised split R-hat (Vehtari et al. 2021, ``arviz.rhat(method="rank")``) of each
     ``q_k(x_n)``, ``[N, K]``: the larger of the bulk and tail R-hats of the rank-normalised
     split chains. ``nan`` with fewer than 2 chains or 4 draws, and for entries constant over
-    draws. Cost: ArviZ loops over entries in Python, about 1 s per 1000 entries of 2000 draws.
+    draws. Same numbers as ArviZ (:func:`pyro_bkd.convergence.rank_rhat` replicates it), but
+    vectorised over entries: about 0.2 ms per entry of 4 x 1000 draws (20 s for MNIST's
+    100,000 entries), roughly 10x faster than ArviZ's per-entry loop.
     """
-    array = uq.as_probs(probs)
-    if array.shape[0] < 2 or array.shape[1] < 4:
-        return np.full(array.shape[2:], np.nan)
-    import arviz as az
-
-    with np.errstate(divide="ignore", invalid="ignore"):  # constant entries: 0 / 0 -> nan
-        return az.rhat(_as_dataset(array), method="rank")["probs"].to_numpy()
+    return convergence.rank_rhat(uq.as_probs(probs))
 
 
 def ess_bulk(probs: Any) -> np.ndarray:
     """Bulk effective sample size (rank-normalised, ``arviz.ess(method="bulk")``) of each
     ``q_k(x_n)``, ``[N, K]``. Works with one chain; ``nan`` with fewer than 4 draws; an entry
-    constant over draws gets the number of draws, as in ArviZ."""
-    array = uq.as_probs(probs)
-    if array.shape[1] < 4:
-        return np.full(array.shape[2:], np.nan)
-    import arviz as az
-
-    return az.ess(_as_dataset(array), method="bulk")["probs"].to_numpy()
+    constant over draws gets its number of draws (one fewer per chain for an odd count: the
+    split chains drop the middle draw), as in ArviZ. Same numbers as ArviZ
+    (:func:`pyro_bkd.convergence.ess_bulk` replicates it), vectorised over entries, with
+    about the cost of :func:`rhat`."""
+    return convergence.ess_bulk(uq.as_probs(probs))
 
 
 def max_rhat(probs: Any) -> float:
@@ -138,10 +131,6 @@ def max_rhat(probs: Any) -> float:
 def min_ess_bulk(probs: Any) -> float:
     """Smallest :func:`ess_bulk` over ``(n, k)``; ``nan`` with fewer than 4 draws."""
     return _finite_reduce(np.min, ess_bulk(probs))
-
-
-def _as_dataset(array: np.ndarray) -> xr.Dataset:
-    return xr.Dataset({"probs": (("chain", "draw", "obs", "class"), array)})
 
 
 def _finite_reduce(reduce: Callable[[np.ndarray], Any], values: np.ndarray) -> float:
@@ -176,6 +165,7 @@ def summarize(
         raise ValueError(f"interval must be 'eti' or 'hdi', got {interval!r}")
     array = uq.as_probs(probs)
     bounds = builders[interval](array, level)
+    rhat_values, ess_values = convergence.rank_rhat_and_ess_bulk(array)  # one pass for both
     labelled = y is not None
     metrics: dict[str, float | int | str | None] = {
         "accuracy": accuracy(array, y) if labelled else None,
@@ -188,8 +178,8 @@ def summarize(
         "mean_interval_width": uq.mean_interval_width(bounds),
         "interval": interval,
         "level": float(level),
-        "max_rhat": max_rhat(array),
-        "min_ess_bulk": min_ess_bulk(array),
+        "max_rhat": _finite_reduce(np.max, rhat_values),
+        "min_ess_bulk": _finite_reduce(np.min, ess_values),
         "num_chains": int(array.shape[0]),
         "num_draws": int(array.shape[1]),
         "num_obs": int(array.shape[2]),
