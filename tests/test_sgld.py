@@ -22,6 +22,7 @@ from torch.func import grad_and_value, vmap
 import pyro_bkd.infer.run as run_module
 from pyro_bkd import PSGLD, SGLD, BKDModel, DistillationData, NonFiniteError, sample
 from pyro_bkd.infer.integrators import sgld_step
+from pyro_bkd.infer.monitor import FiniteMonitor, RunawayError, runaway_floor
 from pyro_bkd.infer.potential import BKDPotential, TracePotential
 from pyro_bkd.infer.run import default_step_size
 from pyro_bkd.metrics import max_rhat
@@ -373,6 +374,43 @@ def test_driver_backoff_recovers_from_a_blow_up():
     result = _driver_run(step_size=10.0, on_nonfinite="backoff", batch_size=None)
     assert result.backoffs
     assert torch.isfinite(result.probs).all()
+
+
+def test_driver_stops_a_runaway_chain_before_it_overflows():
+    """Full-batch steps of 5.0 on a softmax regression whose curvature is ~N = 100: the first
+    step overshoots by two orders of magnitude and the log joint falls to about -7e4, finite
+    but far below the floor (start - max(10 D, |start|)); the driver stops there instead of
+    running on until the potential overflows (which a step of 10 reaches at step 29)."""
+    model, data, _ = _softmax_problem(100)
+    potential = BKDPotential(model, data.x, data.y, data.teacher_logits)
+    start = float(potential.log_joint(potential.initial_theta()))
+    with pytest.raises(RunawayError, match=r"runaway potential at step \d+") as error:
+        sample(
+            model,
+            data,
+            step_size=5.0,
+            warmup=30,
+            num_samples=5,
+            thin=1,
+            chains=1,
+            batch_size=None,
+            progress=False,
+        )
+    assert error.value.step <= 2
+    assert math.isfinite(error.value.last_finite_log_joint)
+    assert error.value.last_finite_log_joint < runaway_floor(start, potential.layout.dim)
+
+
+def test_monitor_floor_names_the_first_step_and_chain_below_it():
+    monitor = FiniteMonitor(block=10, first_step=7, floor=-100.0)
+    for lp in ([-1.0, -2.0], [-3.0, -150.0], [-500.0, -1.0]):
+        monitor.record(torch.tensor(lp), torch.ones(2))
+    with pytest.raises(RunawayError) as error:
+        monitor.check()
+    assert (error.value.step, error.value.chain) == (8, 1)
+    assert isinstance(error.value, NonFiniteError)  # handled like a NaN blow-up
+    assert runaway_floor(-10.0, dim=3) == -40.0  # 10 T D = 30 > |start| = 10
+    assert runaway_floor(5000.0, dim=3, temperature=2.0) == 0.0  # |start| wins
 
 
 def test_driver_rejects_bad_arguments():

@@ -22,15 +22,45 @@ class NonFiniteError(FloatingPointError):
         )
 
 
+class RunawayError(NonFiniteError):
+    """The log joint fell below ``floor`` at ``step``: the chain left the posterior (a blow-up
+    that has not reached NaN/inf yet)."""
+
+    def __init__(self, step: int, log_joint: float, floor: float, chain: int | None = None):
+        FloatingPointError.__init__(
+            self,
+            f"runaway potential at step {step}"
+            + ("" if chain is None else f" in chain {chain}")
+            + f": log joint {log_joint:.6g} fell below {floor:.6g}. Lower the step size or "
+            "enable the step-size back-off.",
+        )
+        self.step = step
+        self.last_finite_log_joint = log_joint
+        self.chain = chain
+
+
+def runaway_floor(start_log_joint: float, dim: int, temperature: float = 1.0) -> float:
+    """The lowest believable log joint of a chain started at ``start_log_joint``.
+
+    Near a mode, a posterior draw (tempered by ``T``) has ``log p(theta*) - log p(theta) ~
+    T chi^2_D / 2`` (Laplace): about ``T D / 2`` below the mode, sd ``T sqrt(D / 2)``.
+    Minibatch estimates of the log joint add noise, and the start need not be a mode, so the
+    allowance is generous: ``max(10 T D, |log p(theta_0)|)`` below the start. A chain below
+    that has left the posterior."""
+    return start_log_joint - max(10.0 * temperature * dim, abs(start_log_joint))
+
+
 class FiniteMonitor:
     """Buffers ``(log joint, gradient norm)`` on the device and checks them in blocks.
 
     ``record`` only writes into a preallocated buffer; ``check`` syncs once per block and
-    raises :class:`NonFiniteError` naming the first bad step and the last finite log joint.
+    raises :class:`NonFiniteError` naming the first bad step and the last finite log joint,
+    or :class:`RunawayError` when a log joint fell below ``floor`` (:func:`runaway_floor`).
     """
 
-    def __init__(self, block: int = 100, first_step: int = 0) -> None:
+    def __init__(self, block: int = 100, first_step: int = 0, floor: float | None = None) -> None:
         self.block = block
+        self.floor = floor
         self._values: list[torch.Tensor] = []
         self._first_step = first_step
         self._last_finite: float | None = None
@@ -57,6 +87,14 @@ class FiniteMonitor:
             last = float(previous[-1]) if step else self._last_finite
             raise NonFiniteError(
                 first_step + step, last, None if log_joint.shape[1] == 1 else chain
+            )
+        if self.floor is not None and bool((log_joint < self.floor).any()):
+            step, chain = (int(i) for i in (log_joint < self.floor).nonzero()[0])
+            raise RunawayError(
+                first_step + step,
+                float(log_joint[step, chain]),
+                self.floor,
+                None if log_joint.shape[1] == 1 else chain,
             )
         last = float(log_joint[-1].min())
         self._last_finite = last if math.isfinite(last) else self._last_finite

@@ -10,9 +10,10 @@ What it adds to ``pyro.infer.MCMC`` + :class:`~pyro_bkd.infer.sgld.SGLD`:
 - a seeded ``torch.Generator`` for minibatches and noise, so a run is repeatable, and
   checkpoint/resume: the state is saved atomically every ``checkpoint_every`` draws and a
   resumed run continues exactly as an uninterrupted one;
-- NaN/inf detection once per chunk (no host sync per step): stop with the step and the last
-  finite log joint, or (``on_nonfinite="backoff"``) return to the last good state and halve
-  the step size.
+- NaN/inf detection once per chunk (no host sync per step), and of runaway chains whose log
+  joint fell far below the start's (:func:`~pyro_bkd.infer.monitor.runaway_floor`; a blow-up
+  before it reaches inf): stop with the step and the last log joint, or
+  (``on_nonfinite="backoff"``) return to the last good state and halve the step size.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from pyro_bkd.data.record import DistillationData
 from pyro_bkd.infer.batches import EpochBatches
 from pyro_bkd.infer.integrators import psgld_step, sgld_step
 from pyro_bkd.infer.map import find_map
-from pyro_bkd.infer.monitor import FiniteMonitor, NonFiniteError
+from pyro_bkd.infer.monitor import FiniteMonitor, NonFiniteError, runaway_floor
 from pyro_bkd.infer.potential import BKDPotential
 from pyro_bkd.infer.schedules import RMSPropPreconditioner, StepSchedule, as_schedule
 from pyro_bkd.model import BKDModel
@@ -222,7 +223,8 @@ def sample(
     total = warmup + num_samples * thin
     chunk = _draw_chunk(chains, layout.dim)
     pending: list[torch.Tensor] = []
-    monitor = FiniteMonitor(block=10**9, first_step=state.iteration)
+    floor = _runaway_floor(potential, theta0, batch_size, temperature, seed)
+    monitor = FiniteMonitor(block=10**9, first_step=state.iteration, floor=floor)
     backoffs: list[int] = []
     good = state.snapshot()
     bar = tqdm(total=total, initial=state.iteration, disable=not progress, desc=f"BKD {method}")
@@ -257,11 +259,12 @@ def sample(
                 if on_nonfinite == "raise":
                     raise
                 backoffs.append(error.step)
-                state = _ChainState(**{**good, "step_scale": good["step_scale"] / 2})
+                # Halve the step in use (earlier back-offs since ``good`` already halved it).
+                state = _ChainState(**{**good, "step_scale": state.step_scale / 2})
                 generator.set_state(state.generator_state)
                 batches.load_state_dict(state.batches)
                 pending = []
-                monitor = FiniteMonitor(block=10**9, first_step=state.iteration)
+                monitor = FiniteMonitor(block=10**9, first_step=state.iteration, floor=floor)
                 bar.n = state.iteration
                 continue
             _flush(pending, buffers, state.draws_done, model, layout, x_test, keep_weights)
@@ -304,6 +307,29 @@ def _starting_point(model, potential, warm_start, map_steps, map_lr, batch_size,
     return find_map(
         potential, theta0, steps=map_steps, lr=map_lr, batch_size=batch_size, generator=generator
     )
+
+
+def _runaway_floor(potential, theta0, batch_size, temperature, seed, num_batches=16) -> float:
+    """:func:`~pyro_bkd.infer.monitor.runaway_floor` at the start, widened to 20 standard
+    deviations of the minibatch estimate of the log joint there (estimated from
+    ``num_batches`` minibatches drawn with their own generator, so the chains' random stream
+    is untouched)."""
+    with torch.no_grad():
+        start = float(potential.log_joint(theta0))
+        floor = runaway_floor(start, potential.layout.dim, temperature)
+        n = potential.num_examples
+        if batch_size is None or batch_size >= n:
+            return floor
+        generator = torch.Generator().manual_seed(seed)
+        estimates = torch.stack(
+            [
+                potential.log_joint(
+                    theta0, torch.randperm(n, generator=generator)[:batch_size].to(theta0.device)
+                )
+                for _ in range(num_batches)
+            ]
+        )
+    return min(floor, start - 20.0 * float(estimates.std()))
 
 
 def _to_device(state: dict, device: torch.device) -> dict:
