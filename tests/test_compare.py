@@ -32,6 +32,12 @@ def test_every_method_runs_and_writes_its_posterior(every_method: tuple[Path, di
     out, values = every_method
     rows = {row["method"]: row for row in values["rows"]}
     assert list(rows) == ["teacher", *COMPARE_METHODS]
+    # pSGLD's default step can throw a chain off the posterior at the start (the quick budget
+    # trains KD for one epoch): the driver's runaway check then stops it, which compare must
+    # report as a failure with the reason, keeping every other result.
+    psgld = rows.pop("psgld")
+    assert psgld["status"] == "ok" or "runaway potential" in psgld["reason"]
+    assert (out / "psgld" / "posterior.nc").is_file() == (psgld["status"] == "ok")
     assert all(row["status"] == "ok" for row in rows.values()), rows
     chains = values["settings"]["budget"]["chains"]
     for method, row in rows.items():
@@ -54,7 +60,7 @@ def test_elpd_columns_follow_from_the_saved_log_likelihood(
     """ELPD = sum_n log mean_s exp(log_lik[s, n]) of the posterior.nc, recomputed here in
     float64 from the file; the paired gaps to the best are >= 0 and 0 for the best."""
     out, values = every_method
-    rows = values["rows"]
+    rows = [row for row in values["rows"] if row["status"] == "ok"]
     for row in rows:
         idata = export.load(out / row["method"] / "posterior.nc")
         log_lik = idata.log_likelihood["y"].values.astype(np.float64)
