@@ -16,6 +16,7 @@ import models
 from pyro_bkd import cli, export
 from pyro_bkd.baselines import add_dropout, ensemble_probs, mc_dropout_probs, train_kd_ensemble
 from pyro_bkd.distill import train_student_kd
+from pyro_bkd.predictive import predict_probs
 
 
 def test_add_dropout_skips_layers_that_read_the_input() -> None:
@@ -171,3 +172,22 @@ def test_fit_cli_baselines_need_training_epochs(
     with pytest.raises(SystemExit):
         cli.main([*argv, "--method", "mc-dropout", "--dropout", "1.5"])
     assert "--dropout must be a probability in (0, 1)" in capsys.readouterr().err
+
+
+def test_fit_cli_ensemble_keeps_member_weights(fit_file: Path, tmp_path: Path) -> None:
+    """With --keep-weights the members are the draws of one chain: running the student on
+    them reproduces the stored probabilities."""
+    out = tmp_path / "ensemble"
+    argv = ["fit", "--data", str(fit_file), "--out", str(out), "--method", "ensemble"]
+    assert (
+        cli.main([*argv, "--student", "mlp:4", "--warm-epochs", "2", "--keep-weights", "-q"]) == 0
+    )
+    idata = export.load(out / "posterior.nc")
+    student = models.build("mlp", 2, in_features=5, hidden=(4,))
+    names = [name for name, _ in student.named_parameters()]
+    weights = {name: torch.as_tensor(idata.posterior[name].values) for name in names}
+    assert weights["out.weight"].shape == (1, 5, 2, 4)
+    x_test = torch.as_tensor(np.load(fit_file)["x_test"])
+    recomputed = predict_probs(student, weights, x_test)
+    stored = torch.as_tensor(idata.posterior["probs"].values)
+    torch.testing.assert_close(recomputed, stored, rtol=0, atol=1e-6)

@@ -23,6 +23,7 @@ from typing import Any
 import pyro
 import torch
 from torch import nn
+from torch.func import stack_module_state
 
 from pyro_bkd.baselines import add_dropout, ensemble_probs, mc_dropout_probs, train_kd_ensemble
 from pyro_bkd.data import DistillationData
@@ -330,14 +331,9 @@ def _run_ensemble(inputs: MethodInputs, budget: MethodBudget) -> MethodOutput:
     )
     probs = ensemble_probs(members, inputs.x_test)
     weights = None
-    if inputs.keep_weights:
-        names = [name for name, _ in members[0].named_parameters()]
-        weights = {
-            name: torch.stack([dict(m.named_parameters())[name].detach().cpu() for m in members])[
-                None
-            ]
-            for name in names
-        }
+    if inputs.keep_weights:  # one chain whose draws are the members
+        stacked, _ = stack_module_state(members)
+        weights = {name: value.detach().cpu()[None] for name, value in stacked.items()}
     config = {
         "method": "ensemble",
         "members": budget.ensemble_size,
