@@ -60,9 +60,15 @@ from pyro_bkd.pipeline.methods import (
     MethodInputs,
     MethodOutput,
     check_method,
+    kd_options,
     run_method,
 )
-from pyro_bkd.pipeline.teacher import TEACHER_DATASETS, load_teacher, save_teacher
+from pyro_bkd.pipeline.teacher import (
+    TEACHER_DATASETS,
+    read_teacher_checkpoint,
+    save_teacher,
+    teacher_from_checkpoint,
+)
 from pyro_bkd.teachers import teacher_logits, train_teacher
 
 #: Rows that are not inference methods: the student trained alone and the KD student.
@@ -265,8 +271,7 @@ def run_compare(options: CompareOptions, log: Log = quiet) -> dict[str, Any]:
     dataset = _load(options, preset, num_train, num_test)
     x_train, y_train = dataset.x_train, dataset.y_train
     num_classes = dataset.num_classes
-    teacher = _teacher(options, preset, dataset, teacher_epochs, dev, log)
-    teacher_arch = _teacher_arch(options.teacher) if options.teacher else preset.teacher
+    teacher, teacher_arch = _teacher(options, preset, dataset, teacher_epochs, dev, log)
     out_dir = prepare_out_dir(options.out)  # after every check of the input: no empty folder
     rows: dict[str, dict[str, Any]] = {}
     outputs: dict[str, MethodOutput] = {}
@@ -290,23 +295,19 @@ def run_compare(options: CompareOptions, log: Log = quiet) -> dict[str, Any]:
         return build_student(preset.student, x_train, num_classes, seed=seed)
 
     strength = strength_from_alpha(KD_ALPHA, TEMPERATURE)
-    train = DistillationData(x_train, y_train, t_train)
-    inputs = MethodInputs(
-        new_student=new_student,
-        warm_student=new_student(options.seed),
-        train=train,
-        x_test=dataset.x_test,
-        temperature=TEMPERATURE,
-        strength=strength,
-        prior_scale=PRIOR_SCALE,
-        seed=options.seed,
+    training = kd_options(
+        TEMPERATURE,
+        strength,
+        PRIOR_SCALE,
+        len(y_train),
+        budget,
         device=dev,
         progress=options.progress,
     )
-    kd_options = inputs.kd_options(budget)
+    kd_student = new_student(options.seed)
     log(
-        f"student {preset.student} ({num_weights(inputs.warm_student)} weights): alone and by "
-        f"KD, {budget.kd_epochs} epochs each"
+        f"student {preset.student} ({num_weights(kd_student)} weights): alone and by KD, "
+        f"{budget.kd_epochs} epochs each"
     )
     if "student" in methods:
         stage = time.perf_counter()
@@ -317,19 +318,30 @@ def run_compare(options: CompareOptions, log: Log = quiet) -> dict[str, Any]:
             None,
             seed=options.seed,
             **{
-                **kd_options,
+                **training,
                 "alpha": 0.0,
-                "weight_decay": weight_decay_for_prior(PRIOR_SCALE, len(train), 0.0),
+                "weight_decay": weight_decay_for_prior(PRIOR_SCALE, len(y_train), 0.0),
             },
         ).student
         outputs["student"] = _point_output(alone, dataset.x_test, "student")
         rows["student"] = {"wall_seconds": seconds(stage)}
     stage = time.perf_counter()
-    train_student_kd(
-        inputs.warm_student, x_train, y_train, t_train, seed=options.seed, **kd_options
-    )
-    outputs["kd"] = _point_output(inputs.warm_student, dataset.x_test, "kd")
+    train_student_kd(kd_student, x_train, y_train, t_train, seed=options.seed, **training)
+    outputs["kd"] = _point_output(kd_student, dataset.x_test, "kd")
     rows["kd"] = {"wall_seconds": seconds(stage)}
+
+    inputs = MethodInputs(
+        new_student=new_student,
+        warm_student=kd_student,
+        train=DistillationData(x_train, y_train, t_train),
+        x_test=dataset.x_test,
+        temperature=TEMPERATURE,
+        strength=strength,
+        prior_scale=PRIOR_SCALE,
+        seed=options.seed,
+        device=dev,
+        progress=options.progress,
+    )
 
     for method in (m for m in methods if m not in POINT_METHODS):
         log(f"{method}")
@@ -379,7 +391,7 @@ def run_compare(options: CompareOptions, log: Log = quiet) -> dict[str, Any]:
         "teacher": attrs["teacher"],
         "teacher_epochs": None if options.teacher else teacher_epochs,
         "student": preset.student,
-        "student_weights": num_weights(inputs.warm_student),
+        "student_weights": num_weights(kd_student),
         "temperature": TEMPERATURE,
         "kd_alpha": KD_ALPHA,
         "strength": strength,
@@ -421,12 +433,14 @@ def _teacher(
     epochs: int,
     device: torch.device,
     log: Log,
-) -> nn.Module:
-    """The teacher loaded from ``options.teacher`` (checked against the data) or trained."""
+) -> tuple[nn.Module, str]:
+    """``(teacher, its architecture name)``: loaded from ``options.teacher`` (checked against
+    the data) or trained."""
     x_train = dataset.x_train
     if options.teacher is not None:
         log(f"teacher: loading {options.teacher}")
-        teacher = load_teacher(options.teacher).to(device)
+        checkpoint = read_teacher_checkpoint(options.teacher)
+        teacher = teacher_from_checkpoint(checkpoint).to(device)
         try:
             logits = teacher_logits(teacher, x_train[:2])
         except RuntimeError as error:
@@ -439,7 +453,7 @@ def _teacher(
                 f"--teacher {options.teacher!r} has {logits.shape[1]} classes, "
                 f"{dataset.name} has {dataset.num_classes}"
             )
-        return teacher
+        return teacher, str(checkpoint["arch"])
     teacher = build_student(preset.teacher, x_train, dataset.num_classes, seed=options.seed)
     log(
         f"{dataset.name}: {x_train.shape[0]} train / {dataset.x_test.shape[0]} test; teacher "
@@ -456,7 +470,7 @@ def _teacher(
         device=device,
         progress=options.progress,
     )
-    return teacher
+    return teacher, preset.teacher
 
 
 def _budget_of(method: str, budget: MethodBudget) -> MethodBudget:
@@ -465,10 +479,6 @@ def _budget_of(method: str, budget: MethodBudget) -> MethodBudget:
     if method != "nuts":
         return budget
     return replace(budget, thin=1, warmup=min(budget.warmup, 200), chains=min(budget.chains, 2))
-
-
-def _teacher_arch(path: str) -> str:
-    return str(torch.load(path, map_location="cpu", weights_only=True)["arch"])
 
 
 def _point_output(student: nn.Module, x_test: torch.Tensor, method: str) -> MethodOutput:

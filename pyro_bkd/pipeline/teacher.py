@@ -221,9 +221,17 @@ def save_teacher(
 def load_teacher(path: str | os.PathLike[str]) -> nn.Module:
     """Rebuild a teacher saved by :func:`run_teacher` or :func:`save_teacher` (``teacher.pt``),
     in eval mode."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    shape = checkpoint["input_shape"]
-    example = torch.zeros(2, *shape)
+    return teacher_from_checkpoint(read_teacher_checkpoint(path))
+
+
+def read_teacher_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The dict :func:`save_teacher` wrote (``arch``, ``num_classes``, ``input_shape``, ...)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def teacher_from_checkpoint(checkpoint: dict[str, Any]) -> nn.Module:
+    """The teacher network of a :func:`read_teacher_checkpoint` dict, in eval mode."""
+    example = torch.zeros(2, *checkpoint["input_shape"])
     teacher = build_student(checkpoint["arch"], example, checkpoint["num_classes"])
     teacher.load_state_dict(checkpoint["state_dict"])
     return teacher.eval()
