@@ -29,7 +29,6 @@ import argparse
 import csv
 import json
 import os
-import statistics
 import sys
 import time
 from collections.abc import Sequence
@@ -39,7 +38,7 @@ import torch
 
 from pyro_bkd.pipeline import COMPARE_DATASETS, COMPARE_METHODS, CompareOptions, run_compare
 from pyro_bkd.pipeline.compare import PAPER_NAMES, PRESETS
-from pyro_bkd.report import write_marked_section
+from pyro_bkd.report import mean_sd, write_marked_section
 
 MARKER = "paper_table"  # docs/results.md section: <!-- paper_table:begin/end -->
 DATASETS = ("mnist", "fashion-mnist", "cifar10-subset")
@@ -53,16 +52,6 @@ PAPER_ANCHORS = (
     "KD + MC dropout. Their teachers, students and training budgets are larger than ours "
     "(GPU training to convergence), so only the *ordering* of the rows is comparable."
 )
-
-
-def mean_sd(values: Sequence[float], scale: float, digits: int) -> str:
-    """``mean ± sd`` (sample sd over seeds) of the defined values, ``–`` when none."""
-    present = [v * scale for v in values if v is not None]
-    if not present:
-        return "–"
-    if len(present) == 1:
-        return f"{present[0]:.{digits}f}"
-    return f"{statistics.mean(present):.{digits}f} ± {statistics.stdev(present):.{digits}f}"
 
 
 def run(args: argparse.Namespace) -> tuple[str, list[dict]]:

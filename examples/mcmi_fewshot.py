@@ -44,7 +44,6 @@ from __future__ import annotations
 import argparse
 import copy
 import math
-import statistics
 import sys
 import time
 from collections.abc import Sequence
@@ -65,7 +64,7 @@ from pyro_bkd.data.loaders import (
 )
 from pyro_bkd.data.splits import few_shot_indices, zero_shot_indices
 from pyro_bkd.distill import accuracy, train_student_kd, weight_decay_for_prior
-from pyro_bkd.report import write_marked_section
+from pyro_bkd.report import mean_sd, write_marked_section
 from pyro_bkd.teachers import teacher_logits, train_teacher
 
 TEMPERATURE = 4.0
@@ -308,14 +307,6 @@ def distil(
     return {"KD": kd_pred, "BKD": bkd_pred}
 
 
-def mean_sd(values: Sequence[float]) -> str:
-    if not values:
-        return "–"
-    mean = statistics.fmean(values)
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{100 * mean:.2f} ± {100 * sd:.2f}"
-
-
 def run(args: argparse.Namespace) -> str:
     progress = args.progress
     teacher_rows, student_rows = [], []
@@ -353,8 +344,8 @@ def run(args: argparse.Namespace) -> str:
                             omitted_acc = hits[omitted_test].mean().item()
                             results.setdefault((label, method, "omit"), []).append(omitted_acc)
             for label in teachers:
-                cells = [mean_sd(results[(label, m, "all")]) for m in ("KD", "BKD")]
-                cells += [mean_sd(results.get((label, m, "omit"), [])) for m in ("KD", "BKD")]
+                cells = [mean_sd(results[(label, m, "all")], 100) for m in ("KD", "BKD")]
+                cells += [mean_sd(results.get((label, m, "omit"), []), 100) for m in ("KD", "BKD")]
                 row = [name, setting_label(kind, value), label, *cells]
                 student_rows.append("| " + " | ".join(row) + " |")
             elapsed = time.perf_counter() - start

@@ -16,6 +16,7 @@ import html
 import json
 import math
 import os
+import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -78,6 +79,18 @@ def write_report(run_dir: str | os.PathLike[str], top: int = TOP_ENTRIES) -> tup
 
 
 # --------------------------------------------------------------------------- tables
+
+
+def mean_sd(values: Sequence[float | None], scale: float = 1.0, digits: int = 2) -> str:
+    """``mean ± sd`` of the defined values times ``scale`` (sample sd, e.g. over seeds), for a
+    results table; a single value is printed alone (its sd is undefined) and none as ``–``."""
+    present = [value * scale for value in values if value is not None]
+    if not present:
+        return "–"
+    if len(present) == 1:
+        return f"{present[0]:.{digits}f}"
+    mean, sd = statistics.fmean(present), statistics.stdev(present)
+    return f"{mean:.{digits}f} ± {sd:.{digits}f}"
 
 
 def write_marked_section(path: str | os.PathLike[str], name: str, block: str) -> None:

@@ -9,7 +9,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = REPO / ".venv" / "bin" / "python"
 SCRIPT = REPO / "examples" / "mcmi_fewshot.py"
-PERCENT = re.compile(r"(\d+(?:\.\d+)?) ± (\d+(?:\.\d+)?)")
+# --quick runs one seed: a mean without "± sd" (the sd of one value is undefined).
+PERCENT = re.compile(r"(\d+\.\d{2})")
 
 
 def _rows(text: str, header_start: str) -> list[list[str]]:

@@ -192,3 +192,11 @@ def test_write_marked_section_replaces_only_its_block(tmp_path: Path) -> None:
     assert text.startswith("# Results\n\n<!-- a:begin -->\nsecond\n<!-- a:end -->")
     assert "first" not in text and "<!-- b:begin -->\n| x |\n<!-- b:end -->" in text
     assert text.endswith("\nnotes\n")
+
+
+def test_mean_sd_formats_seeds() -> None:
+    from pyro_bkd.report import mean_sd
+
+    assert mean_sd([0.9, 0.92, None], scale=100) == "91.00 ± 1.41"  # sd of (90, 92) = sqrt(2)
+    assert mean_sd([0.5], digits=3) == "0.500"  # one value: no sd
+    assert mean_sd([None]) == "–"
