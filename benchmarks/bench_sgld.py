@@ -39,8 +39,13 @@ import pyro  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-import models  # noqa: E402
-from pyro_bkd import SGLD, BKDModel, DistillationData, sample  # noqa: E402
+from pyro_bkd import (  # noqa: E402
+    SGLD,
+    BKDModel,
+    DistillationData,
+    models,
+    sample,
+)
 from pyro_bkd.infer.potential import BKDPotential, TracePotential  # noqa: E402
 
 TAU, LAM, SIGMA = 4.0, 1.0, 1.0

@@ -42,7 +42,7 @@ from pyro.infer import SVI, Trace_ELBO
 from pyro.infer.autoguide import AutoDelta, AutoNormal, init_to_value
 from pyro.optim import ClippedAdam
 
-import models
+from pyro_bkd import models
 from pyro_bkd.data.loaders import load_digits
 from pyro_bkd.infer.svi import MinibatchModel, SVIStep
 from pyro_bkd.kd import kd_loss, strength_from_alpha

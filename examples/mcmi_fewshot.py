@@ -53,8 +53,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-import models
-from pyro_bkd import BKDModel, DistillationData, cmi, sample, strength_from_alpha
+from pyro_bkd import BKDModel, DistillationData, cmi, models, sample, strength_from_alpha
 from pyro_bkd.data.loaders import (
     Dataset,
     load_cifar10_subset,

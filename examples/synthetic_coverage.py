@@ -43,8 +43,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-import models
-from pyro_bkd import BKDModel, DistillationData, sample, strength_from_alpha, uq
+from pyro_bkd import BKDModel, DistillationData, models, sample, strength_from_alpha, uq
 from pyro_bkd._atomic import write_text
 from pyro_bkd.data.synthetic import (
     SCENARIOS,

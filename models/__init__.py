@@ -16,9 +16,8 @@ import inspect
 from collections.abc import Callable
 from typing import NamedTuple
 
+from pyro_bkd.models import lenet, mlp, resnet, small_cnn, vgg, wrn
 from torch import nn
-
-from models import lenet, mlp, resnet, small_cnn, vgg, wrn
 
 
 class _Entry(NamedTuple):

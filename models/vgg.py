@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+from pyro_bkd.models.resnet import init_weights
 from torch import Tensor, nn
-
-from models.resnet import init_weights
 
 
 def _stage(in_planes: int, widths: tuple[int, ...]) -> nn.Sequential:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import torch.nn.functional as F
+from pyro_bkd.models.resnet import init_weights
 from torch import Tensor, nn
-
-from models.resnet import init_weights
 
 
 class WideBlock(nn.Module):

@@ -1,8 +1,8 @@
 """pyro-bkd: Bayesian knowledge distillation with uncertainty quantification, on Pyro.
 
 The public API: :class:`BKDModel` (the student as a Pyro model with a teacher-informed prior),
-the KD loss and its mapping to the teacher strength (:mod:`pyro_bkd.kd`), SGLD/pSGLD kernels
-for ``pyro.infer.MCMC`` and the vectorised driver :func:`sample`, teachers (MLL and MCMI),
+the KD loss and its mapping to the teacher strength (:mod:`pyro_bkd.kd`), SGLD, pSGLD, SGHMC and HMC
+kernels for ``pyro.infer.MCMC`` and the vectorised driver :func:`sample`, teachers (MLL and MCMI),
 uncertainty summaries (:mod:`pyro_bkd.uq`, :mod:`pyro_bkd.metrics`) and the ArviZ export.
 """
 
@@ -11,9 +11,13 @@ __version__ = "0.1.0"
 from pyro_bkd.cmi import class_centroids, cmi
 from pyro_bkd.data import DistillationData
 from pyro_bkd.infer import (
+    HMC,
     PSGLD,
+    SGHMC,
     SGLD,
     ConstantStep,
+    ConvergenceWarning,
+    CyclicalStep,
     NonFiniteError,
     PolynomialDecay,
     SamplingResult,
@@ -25,10 +29,14 @@ from pyro_bkd.predictive import predict_probs, probs_from_guide
 from pyro_bkd.teachers import freeze, streaming_cmi, teacher_logits, train_teacher
 
 __all__ = [
+    "HMC",
     "PSGLD",
+    "SGHMC",
     "SGLD",
     "BKDModel",
     "ConstantStep",
+    "ConvergenceWarning",
+    "CyclicalStep",
     "DistillationData",
     "NonFiniteError",
     "PolynomialDecay",

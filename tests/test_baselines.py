@@ -12,8 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-import models
-from pyro_bkd import cli, export
+from pyro_bkd import cli, export, models
 from pyro_bkd.baselines import add_dropout, ensemble_probs, mc_dropout_probs, train_kd_ensemble
 from pyro_bkd.distill import train_student_kd
 from pyro_bkd.predictive import predict_probs

@@ -14,8 +14,7 @@ import arviz as az
 import numpy as np
 import pytest
 
-import models
-from pyro_bkd import cli, export
+from pyro_bkd import cli, export, models
 from pyro_bkd.data.loaders import SHARED_DATA_DIR
 from pyro_bkd.pipeline import COMPARE_METHODS, CompareOptions, run_compare, save_teacher
 from pyro_bkd.pipeline.compare import QUICK_BUDGET, pointwise_elpd

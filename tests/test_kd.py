@@ -18,7 +18,7 @@ from pyro.infer.mcmc.util import initialize_model
 from torch import nn
 from torch.func import functional_call
 
-import models
+from pyro_bkd import models
 from pyro_bkd.data.loaders import load_digits
 from pyro_bkd.data.record import DistillationData
 from pyro_bkd.distill import accuracy, train_student_kd, weight_decay_for_prior

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-import models
+from pyro_bkd import models
 
 FEATURE_MODELS = {"mlp", "linear"}
 GREY_CAPABLE = {"lenet", "small_cnn"}

@@ -26,8 +26,7 @@ import numpy as np
 import pytest
 import torch
 
-import models
-from pyro_bkd import BKDModel, DistillationData, predict_probs, sample, strength_from_alpha
+from pyro_bkd import BKDModel, DistillationData, models, predict_probs, sample, strength_from_alpha
 from pyro_bkd.data.loaders import add_input_noise, load_digits, standardize
 from pyro_bkd.data.synthetic import train_mlp_teacher
 from pyro_bkd.distill import train_student_kd, weight_decay_for_prior

@@ -10,7 +10,13 @@ import torch
 class NonFiniteError(FloatingPointError):
     """The potential or its gradient became NaN/inf at ``step``."""
 
-    def __init__(self, step: int, last_finite_log_joint: float | None, chain: int | None = None):
+    def __init__(
+        self,
+        step: int,
+        last_finite_log_joint: float | None,
+        chain: int | None = None,
+        detail: str = "Lower the step size or enable the step-size back-off.",
+    ):
         self.step = step
         self.last_finite_log_joint = last_finite_log_joint
         self.chain = chain
@@ -18,7 +24,7 @@ class NonFiniteError(FloatingPointError):
         last = "none" if last_finite_log_joint is None else f"{last_finite_log_joint:.6g}"
         super().__init__(
             f"non-finite potential or gradient at step {step}{where}; "
-            f"last finite log joint: {last}. Lower the step size or enable the step-size back-off."
+            f"last finite log joint: {last}. {detail}"
         )
 
 

@@ -23,7 +23,6 @@ from collections.abc import Callable
 
 import pyro.poutine as poutine
 import torch
-import torch.nn.functional as F
 from pyro.infer.mcmc.util import initialize_model
 from torch.func import grad_and_value, vmap
 
@@ -32,13 +31,16 @@ from pyro_bkd.model import (
     DATA_PLATE,
     BKDModel,
     log_dirichlet_normaliser,
+    log_softmax_classes,
     teacher_log_probs,
     teacher_prior_log_density,
 )
 
 
 class Potential:
-    """Interface: ``value_and_grad(theta [D], idx [m] | None) -> (U, dU/dtheta)``."""
+    """Interface: ``log_joint(theta [D], idx [m] | None)`` (differentiable, ``-U``) and
+    ``value_and_grad(theta [D], idx) -> (U, dU/dtheta)``; the batched form and the curvature
+    are derived from them here (subclasses may do them faster)."""
 
     layout: FlatLayout
     num_examples: int | None
@@ -47,10 +49,60 @@ class Potential:
     def initial_theta(self) -> torch.Tensor:
         raise NotImplementedError
 
+    def log_joint(self, theta: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
     def value_and_grad(
         self, theta: torch.Tensor, idx: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
+        leaf = theta.detach().requires_grad_(True)
+        potential = -self.log_joint(leaf, idx)
+        (grad,) = torch.autograd.grad(potential, leaf)
+        return potential.detach(), grad
+
+    def batched_value_and_grad(
+        self, theta: torch.Tensor, idx: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``U`` and its gradient for chains ``theta [C, D]``, chain ``c`` on ``idx[c]``."""
+        pairs = [
+            self.value_and_grad(theta[c], None if idx is None else idx[c])
+            for c in range(theta.shape[0])
+        ]
+        return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+
+    def max_curvature(
+        self,
+        theta: torch.Tensor,
+        *,
+        metric: torch.Tensor | None = None,
+        iterations: int = 20,
+        max_rows: int = 512,
+        generator: torch.Generator | None = None,
+    ) -> float:
+        """``lambda_max`` of ``G^(1/2) H G^(1/2)`` (``H`` the Hessian of ``U`` at
+        ``theta [D]``, ``G = metric [D]`` a diagonal preconditioner, ``I`` by default), by
+        power iteration on Hessian-vector products (the ``N/m``-rescaled Hessian of the first
+        ``max_rows`` points of a random order when ``N`` is larger). It sets the scale of a
+        stable step: ``eps < 4 / lambda_max`` for Langevin, ``h < 2 / sqrt(lambda_max)``
+        for leapfrog."""
+        idx = None
+        if self.num_examples is not None and self.num_examples > max_rows:
+            idx = torch.randperm(self.num_examples, generator=generator)[:max_rows]
+            idx = idx.to(theta.device)
+        root = None if metric is None else metric.sqrt()
+        leaf = theta.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(-self.log_joint(leaf, idx), leaf, create_graph=True)
+        v = torch.randn(theta.shape, generator=generator, dtype=theta.dtype).to(theta.device)
+        v = v / v.norm()
+        eigenvalue = 0.0
+        for _ in range(iterations):
+            direction = v if root is None else root * v
+            (hv,) = torch.autograd.grad(grad, leaf, direction, retain_graph=True)
+            if root is not None:
+                hv = root * hv
+            eigenvalue = float(hv @ v)
+            v = hv / hv.norm().clamp_min(1e-30)
+        return abs(eigenvalue)
 
 
 class _StudentCall:
@@ -150,7 +202,7 @@ class BKDPotential(Potential):
     def _log_likelihood(self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, *teacher):
         """``(N/m) sum_B [log q_y + TIP]``, the data part of the log joint, for ``theta [D]``."""
         logits = self._student_logits(self.layout.unflatten(theta), x)
-        data = -F.cross_entropy(logits, y, reduction="sum")
+        data = log_softmax_classes(logits).gather(-1, y.unsqueeze(-1)).sum()
         if teacher:
             log_p, log_norm = teacher
             data = (
@@ -192,37 +244,6 @@ class BKDPotential(Potential):
         (grad,) = torch.autograd.grad(data, leaf)
         return data.detach() - self.log_prior(theta), self._add_prior_grad(grad, theta)
 
-    def max_curvature(
-        self,
-        theta: torch.Tensor,
-        *,
-        iterations: int = 20,
-        max_rows: int = 512,
-        generator: torch.Generator | None = None,
-    ) -> float:
-        """``lambda_max`` of the Hessian of ``U`` at ``theta [D]`` by power iteration on
-        Hessian-vector products (the ``N/m``-rescaled Hessian of the first ``max_rows`` points
-        when ``N`` is larger). Sets the scale of a stable step, ``eps < 4 / lambda_max``."""
-        idx = None
-        if self.num_examples > max_rows:
-            idx = torch.randperm(self.num_examples, generator=generator)[:max_rows]
-            idx = idx.to(theta.device)
-
-        def grad_u(th):
-            th = th.detach().requires_grad_(True) if not th.requires_grad else th
-            return torch.autograd.grad(-self.log_joint(th, idx), th, create_graph=True)[0]
-
-        theta = theta.detach().requires_grad_(True)
-        grad = grad_u(theta)
-        v = torch.randn(theta.shape, generator=generator, dtype=theta.dtype).to(theta.device)
-        v = v / v.norm()
-        eigenvalue = 0.0
-        for _ in range(iterations):
-            (hv,) = torch.autograd.grad(grad, theta, v, retain_graph=True)
-            eigenvalue = float(hv @ v)
-            v = hv / hv.norm().clamp_min(1e-30)
-        return abs(eigenvalue)
-
     def batched_value_and_grad(
         self, theta: torch.Tensor, idx: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -257,15 +278,14 @@ class TracePotential(Potential):
         """Pyro's default initial point (``init_to_uniform``), unconstrained."""
         return self._init.clone()
 
-    def value_and_grad(self, theta, idx):
+    def log_joint(self, theta: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
+        """``-U(theta)`` on the minibatch ``idx`` (``None``: all data), Pyro's potential in
+        unconstrained space (Jacobians included)."""
         if idx is None:
             self._condition.pop(DATA_PLATE, None)
         else:
             self._condition[DATA_PLATE] = idx
-        theta = theta.detach().requires_grad_(True)
-        potential = self._potential_fn(self.layout.unflatten(theta))
-        (grad,) = torch.autograd.grad(potential, theta)
-        return potential.detach(), grad
+        return -self._potential_fn(self.layout.unflatten(theta))
 
 
 def build_potential(model: Callable, args: tuple, kwargs: dict) -> Potential:

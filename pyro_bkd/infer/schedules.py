@@ -1,7 +1,6 @@
-"""Adaptation objects of the SGLD kernels: step-size schedules and the pSGLD preconditioner.
-
-Each is a small object with ``init``/``step``/``value`` style methods (Pyro's
-``adaptation.py`` split), composed into the kernels instead of branches inside them.
+"""Fixed step-size schedules ``j -> eps_j`` (no adaptation): constant, polynomial decay and
+cyclical (Zhang et al. 2020). A schedule given to :func:`pyro_bkd.sample` or a kernel replaces
+the step-size adaptation of warm-up.
 """
 
 from __future__ import annotations
@@ -9,8 +8,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import torch
 
 from pyro_bkd import _checks
 
@@ -70,6 +67,24 @@ class CallableStep(StepSchedule):
         return value
 
 
+@dataclass(frozen=True)
+class CyclicalStep(StepSchedule):
+    """Cyclical SG-MCMC (Zhang et al. 2020): ``eps_j = (a / 2) (cos(pi mod(j, L) / L) + 1)``
+    with cycle length ``L = cycle``: large steps explore at the start of each cycle, small
+    steps sample at its end (keep the draws of the late part of each cycle)."""
+
+    a: float
+    cycle: int
+
+    def __post_init__(self) -> None:
+        _checks.positive_float("a", self.a)
+        _checks.positive_int("cycle", self.cycle)
+
+    def __call__(self, step: int) -> float:
+        phase = (step % self.cycle) / self.cycle
+        return max(0.5 * self.a * (math.cos(math.pi * phase) + 1.0), 1e-12 * self.a)
+
+
 def as_schedule(step_size: float | StepSchedule | Callable[[int], float]) -> StepSchedule:
     """Accept a number (constant step), a :class:`StepSchedule` or a callable of the step."""
     if isinstance(step_size, StepSchedule):
@@ -77,51 +92,3 @@ def as_schedule(step_size: float | StepSchedule | Callable[[int], float]) -> Ste
     if callable(step_size):
         return CallableStep(step_size)
     return ConstantStep(_checks.positive_float("step_size", step_size))
-
-
-@dataclass(frozen=True)
-class RMSPropPreconditioner:
-    """Diagonal pSGLD preconditioner of Li et al. (2016).
-
-    ``v <- alpha v + (1 - alpha) g^2`` and ``G = 1 / (delta + sqrt(v))``. The kernels adapt
-    ``v`` during warm-up only and then freeze it: with a constant ``G`` the correction term
-    ``Gamma(theta) = sum_j d G_ij / d theta_j`` is exactly zero, so freezing removes the bias
-    that Li et al. accept when they drop ``Gamma`` while ``G`` keeps moving.
-    """
-
-    alpha: float = 0.99
-    delta: float = 1e-5
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.alpha < 1.0:
-            raise ValueError(f"alpha must be in [0, 1), got {self.alpha!r}")
-        _checks.positive_float("delta", self.delta)
-
-    def init(self, grad: torch.Tensor) -> torch.Tensor:
-        """The first second-moment estimate ``v = g^2``."""
-        return grad.square()
-
-    def update(self, v: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-        """``alpha v + (1 - alpha) g^2``."""
-        return torch.lerp(grad.square(), v, self.alpha)
-
-    def value(self, v: torch.Tensor) -> torch.Tensor:
-        """``G = 1 / (delta + sqrt(v))``."""
-        return (v.sqrt() + self.delta).reciprocal()
-
-    def adapt(
-        self,
-        v: torch.Tensor | None,
-        gain: torch.Tensor | None,
-        grad: torch.Tensor,
-        adapting: bool,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One step of the gain's life: ``v`` starts at the first ``g^2``, moves while
-        ``adapting`` (warm-up) and then stays; ``G`` follows ``v`` and is frozen with it."""
-        if v is None:
-            v = self.init(grad)
-        elif adapting:
-            v = self.update(v, grad)
-        if gain is None or adapting:
-            gain = self.value(v)
-        return v, gain

@@ -15,8 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-import models
-from pyro_bkd import _atomic, metrics
+from pyro_bkd import _atomic, metrics, models
 
 Log = Callable[[str], None]
 

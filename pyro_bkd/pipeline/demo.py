@@ -19,11 +19,10 @@ import numpy as np
 import torch
 from torch import nn
 
-import models
-from pyro_bkd import __version__, export, metrics, plots, uq
+from pyro_bkd import __version__, export, metrics, models, plots, uq
 from pyro_bkd.data import DistillationData, add_input_noise, load_dataset
 from pyro_bkd.distill import train_student_kd, weight_decay_for_prior
-from pyro_bkd.infer.run import sample
+from pyro_bkd.infer.driver import sample
 from pyro_bkd.infer.svi import fit_svi
 from pyro_bkd.kd import strength_from_alpha
 from pyro_bkd.model import BKDModel

@@ -28,7 +28,7 @@ from torch.func import stack_module_state
 from pyro_bkd.baselines import add_dropout, ensemble_probs, mc_dropout_probs, train_kd_ensemble
 from pyro_bkd.data import DistillationData
 from pyro_bkd.distill import train_student_kd, weight_decay_for_prior
-from pyro_bkd.infer.run import sample
+from pyro_bkd.infer.driver import sample
 from pyro_bkd.infer.svi import fit_svi
 from pyro_bkd.kd import alpha_from_strength
 from pyro_bkd.model import BKDModel

@@ -1,0 +1,675 @@
+"""The sampling driver: any algorithm, ``C`` vectorised chains, one run from start to verdict.
+
+:func:`sample` runs an :class:`~pyro_bkd.infer.base.Algorithm` (SGLD, pSGLD, SGHMC or HMC)
+over the BKD potential's ``batched_value_and_grad``:
+
+- chains start dispersed around the warm start (:func:`~pyro_bkd.infer.starts.dispersed`),
+  so that R-hat compares chains that began apart;
+- warm-up in Stan's windows (:mod:`pyro_bkd.infer.adaptation`): the diagonal metric ``G``
+  and the step size are re-estimated at each window's end and frozen afterwards; the step
+  size comes from the preconditioned curvature (SGLD, pSGLD, SGHMC) or from dual averaging
+  of the acceptance rate (HMC); SGHMC with minibatches measures its gradient noise there;
+- thinning, with the test-input class probabilities computed in chunks of retained draws
+  instead of storing weights (``keep_weights=True`` keeps them too);
+- one seeded ``torch.Generator`` for minibatches and noise, and checkpoint/resume: the state
+  is saved atomically every ``checkpoint_every`` draws and a resumed run continues exactly
+  as an uninterrupted one;
+- NaN/inf and runaway detection once per chunk (no host sync per step), with the first bad
+  step; ``on_nonfinite="backoff"`` returns to the last good state with half the step, at most
+  ``MAX_BACKOFFS`` times;
+- a convergence verdict at the end (:mod:`pyro_bkd.infer.verdict`), warned about when the
+  chains did not converge.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from tqdm.auto import tqdm
+
+from pyro_bkd import _checks
+from pyro_bkd._atomic import atomic_path
+from pyro_bkd.data.record import DistillationData
+from pyro_bkd.infer.base import Algorithm, ChainState
+from pyro_bkd.infer.batches import EpochBatches
+from pyro_bkd.infer.hmc import HMCStep
+from pyro_bkd.infer.langevin import PSGLDStep, SGLDStep
+from pyro_bkd.infer.map import find_map
+from pyro_bkd.infer.monitor import FiniteMonitor, NonFiniteError, runaway_floor
+from pyro_bkd.infer.potential import BKDPotential, Potential
+from pyro_bkd.infer.result import SamplingResult
+from pyro_bkd.infer.sghmc import SGHMCStep
+from pyro_bkd.infer.starts import dispersed
+from pyro_bkd.infer.verdict import ConvergenceWarning, diagnose
+from pyro_bkd.infer.warmup import Warmup, as_float
+from pyro_bkd.model import BKDModel
+from pyro_bkd.predictive import predict_probs
+
+#: The algorithms of ``sample(method=...)``.
+ALGORITHMS: dict[str, type[Algorithm]] = {
+    "sgld": SGLDStep,
+    "psgld": PSGLDStep,
+    "sghmc": SGHMCStep,
+    "hmc": HMCStep,
+}
+METHODS: tuple[str, ...] = tuple(ALGORITHMS)
+#: The default method and budget, chosen by ``benchmarks/bench_mixing.py`` (see README).
+DEFAULT_METHOD = "hmc"
+#: Step-size halvings ``on_nonfinite="backoff"`` tries before it gives up.
+MAX_BACKOFFS = 10
+#: Warm-up iterations between checks for a non-finite potential (each check syncs the device).
+WARMUP_CHECK_EVERY = 50
+
+
+def sample(
+    model: BKDModel,
+    data: DistillationData,
+    *,
+    method: str = DEFAULT_METHOD,
+    num_samples: int = 200,
+    warmup_steps: int | None = None,
+    thin: int | None = None,
+    num_chains: int = 4,
+    batch_size: int | None = None,
+    step_size: float | None = None,
+    temperature: float = 1.0,
+    x_test: torch.Tensor | None = None,
+    keep_weights: bool = False,
+    warm_start: Literal["map"] | Mapping[str, torch.Tensor] | SamplingResult | None = "map",
+    init_spread: float = 1.0,
+    map_steps: int = 500,
+    map_lr: float = 1e-3,
+    algorithm_options: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    checkpoint: str | os.PathLike[str] | None = None,
+    checkpoint_every: int = 50,
+    on_nonfinite: Literal["raise", "backoff"] = "raise",
+    device: torch.device | str | None = None,
+    progress: bool = True,
+    **deprecated: Any,
+) -> SamplingResult:
+    """Sample the BKD posterior of ``model`` given ``data`` with ``num_chains`` chains.
+
+    Args:
+        method: ``"hmc"`` (default: Metropolis-corrected, full-batch), ``"sghmc"``,
+            ``"sgld"`` or ``"psgld"``.
+        num_samples: draws kept per chain.
+        warmup_steps: warm-up iterations (HMC iterations or gradient steps); default per
+            method, :data:`DEFAULT_BUDGETS`.
+        thin: iterations per kept draw; default per method.
+        batch_size: minibatch size ``m`` (``None``: all ``N`` points, exact gradients; HMC
+            needs them).
+        step_size: a fixed ``eps`` (no step-size adaptation); ``None`` adapts it in warm-up.
+        temperature: posterior temperature ``T`` (targets ``pi^(1/T)``).
+        x_test: inputs at which ``q^(s)(x) = softmax(f(x; theta_s))`` is kept per draw.
+        keep_weights: keep the weight draws too.
+        warm_start: ``"map"`` (find the MAP from the student's weights, then disperse the
+            chains around it), weights ``{name: tensor}`` (dispersed around them), weights
+            with a leading chain dimension ``{name: [C, ...]}`` or a :class:`SamplingResult`
+            with ``keep_weights`` (continue those chains; no dispersion), or ``None`` (the
+            student's weights, dispersed).
+        init_spread: scale of the dispersion (multiples of the diagonal Laplace sd; 0: all
+            chains start at the same point).
+        map_steps, map_lr: Adam steps and learning rate of the MAP search.
+        algorithm_options: hyper-parameters of the algorithm (e.g. ``num_steps`` of HMC,
+            ``friction`` of SGHMC, ``step_factor``).
+        seed: fixes every random choice (starts, minibatches, noise, accept/reject).
+        checkpoint: a file to save the state to every ``checkpoint_every`` draws; an existing
+            one written with the same settings is resumed.
+        on_nonfinite: ``"raise"`` :class:`~pyro_bkd.infer.monitor.NonFiniteError`, or
+            ``"backoff"``: restart from the last good state with half the step.
+        deprecated: ``warmup=`` and ``chains=`` (old names of ``warmup_steps`` and
+            ``num_chains``).
+
+    Returns:
+        :class:`SamplingResult`, whose ``convergence`` holds the verdict; a
+        :class:`~pyro_bkd.infer.verdict.ConvergenceWarning` is issued when it is not
+        ``"converged"``.
+    """
+    warmup_steps, num_chains = _renamed(deprecated, warmup_steps, num_chains)
+    if not isinstance(model, BKDModel):
+        raise TypeError(f"model must be a pyro_bkd.BKDModel, got {type(model).__name__}")
+    if not isinstance(data, DistillationData):
+        raise TypeError(f"data must be a DistillationData, got {type(data).__name__}")
+    if data.y is None:
+        raise ValueError("data.y is None: sampling the posterior needs labels")
+    if x_test is not None:
+        _checks.tensor("x_test", x_test)
+    dev = torch.device(device) if device is not None else _device_of(model)
+    model.student.to(dev)
+    data = data.to(dev)
+    potential = BKDPotential(model, data.x, data.y, data.teacher_logits)
+    predict = None
+    if x_test is not None:
+        x_test = x_test.to(dev)
+
+        def predict(thetas: torch.Tensor) -> torch.Tensor:
+            return predict_probs(model.student, potential.layout.unflatten(thetas), x_test)
+
+    sigma = model.prior_scale
+    return sample_potential(
+        potential,
+        method=method,
+        num_samples=num_samples,
+        warmup_steps=warmup_steps,
+        thin=thin,
+        num_chains=num_chains,
+        batch_size=batch_size,
+        step_size=step_size,
+        temperature=temperature,
+        keep_weights=keep_weights,
+        warm_start=warm_start,
+        init_spread=init_spread,
+        map_steps=map_steps,
+        map_lr=map_lr,
+        algorithm_options=algorithm_options,
+        seed=seed,
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
+        on_nonfinite=on_nonfinite,
+        progress=progress,
+        predict=predict,
+        prior_variance=1.0 if sigma is None else sigma**2,
+        config={"tau": model.temperature, "strength": model.strength, "prior_scale": sigma,
+                "num_train": len(data)},
+    )
+
+
+def sample_potential(
+    potential: Potential,
+    *,
+    method: str = DEFAULT_METHOD,
+    num_samples: int = 200,
+    warmup_steps: int | None = None,
+    thin: int | None = None,
+    num_chains: int = 4,
+    batch_size: int | None = None,
+    step_size: float | None = None,
+    temperature: float = 1.0,
+    keep_weights: bool = True,
+    warm_start: str | torch.Tensor | Mapping[str, torch.Tensor] | SamplingResult | None = None,
+    init_spread: float = 1.0,
+    map_steps: int = 500,
+    map_lr: float = 1e-3,
+    algorithm_options: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    checkpoint: str | os.PathLike[str] | None = None,
+    checkpoint_every: int = 50,
+    on_nonfinite: Literal["raise", "backoff"] = "raise",
+    progress: bool = True,
+    predict: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    prior_variance: float = 1.0,
+    config: Mapping[str, Any] | None = None,
+) -> SamplingResult:
+    """:func:`sample` on any :class:`~pyro_bkd.infer.potential.Potential` (the engine behind
+    it, also used by the tests' exact Gaussian targets).
+
+    ``warm_start`` may also be a flat ``theta [D]`` or ``[C, D]``; ``predict(thetas [C, S,
+    D]) -> [C, S, ...]`` gives the quantities kept per draw (``probs``, and the verdict's
+    subject); ``prior_variance`` is the unit of the metric's floor and of the dispersion's
+    floor; ``config`` is added to the result's config (and to the checkpoint's identity).
+    """
+    setup = _Setup.check(
+        potential, method, num_samples, warmup_steps, thin, num_chains, batch_size,
+        step_size, temperature, checkpoint_every, on_nonfinite, seed, algorithm_options,
+    )
+    run = _Run(setup, potential, predict, prior_variance, dict(config or {}), warm_start,
+               init_spread, map_steps, map_lr, keep_weights, checkpoint, progress)
+    return run.execute()
+
+
+#: ``(warmup_steps, thin)`` by method, measured in ``benchmarks/bench_mixing.py``.
+DEFAULT_BUDGETS: dict[str, tuple[int, int]] = {
+    "hmc": (400, 1),
+    "sghmc": (4000, 20),
+    "sgld": (4000, 20),
+    "psgld": (4000, 20),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Setup:
+    """The checked settings of one run."""
+
+    algorithm: Algorithm
+    num_samples: int
+    warmup_steps: int
+    thin: int
+    num_chains: int
+    batch_size: int | None
+    step_size: float | None
+    temperature: float
+    checkpoint_every: int
+    on_nonfinite: str
+    seed: int
+
+    @classmethod
+    def check(cls, potential, method, num_samples, warmup_steps, thin, num_chains,
+              batch_size, step_size, temperature, checkpoint_every, on_nonfinite, seed,
+              algorithm_options) -> _Setup:
+        if method not in ALGORITHMS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        if on_nonfinite not in ("raise", "backoff"):
+            raise ValueError(f"on_nonfinite must be 'raise' or 'backoff', got {on_nonfinite!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+        default_warmup, default_thin = DEFAULT_BUDGETS[method]
+        warmup_steps = default_warmup if warmup_steps is None else warmup_steps
+        thin = default_thin if thin is None else thin
+        for name, value in (("num_samples", num_samples), ("thin", thin),
+                            ("num_chains", num_chains), ("checkpoint_every", checkpoint_every)):
+            _checks.positive_int(name, value)
+        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be an int >= 0, got {warmup_steps!r}")
+        temperature = _checks.positive_float("temperature", temperature)
+        if step_size is not None:
+            step_size = _checks.positive_float("step_size", step_size)
+        n = potential.num_examples
+        if batch_size is not None:
+            _checks.positive_int("batch_size", batch_size)
+            if n is None:
+                raise ValueError("batch_size needs a potential with a data plate")
+            if batch_size > n:
+                raise ValueError(f"batch_size must be <= N={n}, got {batch_size}")
+            batch_size = None if batch_size == n else batch_size
+        algorithm = ALGORITHMS[method](**dict(algorithm_options or {}))
+        if algorithm.full_batch and batch_size is not None:
+            raise ValueError(
+                f"method {method!r} needs exact full-batch gradients (a Metropolis test); "
+                f"use batch_size=None, or method='sghmc' for minibatches"
+            )
+        return cls(algorithm, num_samples, warmup_steps, thin, num_chains, batch_size,
+                   step_size, temperature, checkpoint_every, on_nonfinite, seed)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The settings that determine the draws (checkpoint identity, InferenceData attrs)."""
+        options = {
+            f.name: getattr(self.algorithm, f.name)
+            for f in dataclasses.fields(self.algorithm)
+            if not isinstance(getattr(self.algorithm, f.name), torch.Tensor | type(None))
+        }
+        return {
+            "method": self.algorithm.name,
+            "algorithm_options": options,
+            "num_samples": self.num_samples,
+            "warmup_steps": self.warmup_steps,
+            "thin": self.thin,
+            "num_chains": self.num_chains,
+            "batch_size": self.batch_size,
+            "fixed_step_size": self.step_size,
+            "posterior_temperature": self.temperature,
+            "seed": self.seed,
+        }
+
+
+class _Run:
+    """One execution of :func:`sample`: set-up, warm-up, sampling, verdict."""
+
+    def __init__(self, setup: _Setup, potential: Potential, predict, prior_variance: float,
+                 config: dict, warm_start, init_spread, map_steps, map_lr, keep_weights,
+                 checkpoint, progress) -> None:
+        self.s = setup
+        self.potential = potential
+        self.predict = predict
+        self.prior_variance = _checks.positive_float("prior_variance", prior_variance)
+        self.keep_weights = keep_weights
+        self.checkpoint = checkpoint
+        self.progress = progress
+        self.device = potential.initial_theta().device
+        self.generator = torch.Generator(device=self.device).manual_seed(setup.seed)
+        self.batches = EpochBatches(potential.num_examples or 1, setup.batch_size,
+                                    setup.num_chains, generator=self.generator,
+                                    device=self.device)
+        self.config = {**setup.config, **config, "keep_weights": keep_weights}
+        self.warm_start = warm_start
+        self.init_spread = _checks.nonnegative_float("init_spread", init_spread)
+        self.map_steps = _checks.positive_int("map_steps", map_steps)
+        self.map_lr = _checks.positive_float("map_lr", map_lr)
+
+    # -- the estimator, bound to the next minibatch --------------------------------------------
+    def value_and_grad(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.potential.batched_value_and_grad(theta, self.batches.next())
+
+    def execute(self) -> SamplingResult:
+        start_time = time.perf_counter()
+        resumed = _load_checkpoint(self.checkpoint, self.config)
+        if resumed is None:
+            theta0 = self._starts()
+            algorithm, state, step_size, metric = self._warmup(theta0)
+            progress = _Progress(iteration=0, draws_done=0, step_scale=1.0, backoffs=[])
+            buffers = _new_buffers(self.s.num_chains, self.s.num_samples, self.keep_weights,
+                                   self.potential.layout.dim)
+            elapsed = 0.0
+        else:
+            algorithm, state, step_size, metric, progress, buffers, elapsed = self._restore(
+                resumed)
+        result = self._sampling(algorithm, state, step_size, metric, progress, buffers,
+                                start_time - elapsed)
+        if result.convergence is not None and not result.convergence.converged:
+            warnings.warn(result.convergence.message, ConvergenceWarning, stacklevel=3)
+        return result
+
+    # -- starting points -----------------------------------------------------------------------
+    def _starts(self) -> torch.Tensor:
+        """``theta [C, D]``: per-chain starts, or one start dispersed over the chains."""
+        layout, c = self.potential.layout, self.s.num_chains
+        warm = self.warm_start
+        if isinstance(warm, SamplingResult):
+            if warm.weights is None:
+                raise ValueError("warm_start: the SamplingResult kept no weights "
+                                 "(sample it with keep_weights=True to continue its chains)")
+            warm = {name: value[:, -1] for name, value in warm.weights.items()}
+        if isinstance(warm, Mapping):
+            values = {k: torch.as_tensor(v).to(self.device) for k, v in warm.items()}
+            first = layout.names[0]
+            per_chain = first in values and values[first].dim() == len(layout.shapes[0]) + 1
+            warm = layout.flatten(values)
+            if not per_chain:
+                warm = warm.reshape(-1)
+        if isinstance(warm, torch.Tensor):
+            warm = warm.to(self.device, torch.get_default_dtype()).detach()
+            if warm.dim() == 2:
+                if warm.shape != (c, layout.dim):
+                    raise ValueError(f"warm_start must have {c} chains of {layout.dim} "
+                                     f"weights, got shape {tuple(warm.shape)}")
+                return warm.clone()
+            if warm.shape != (layout.dim,):
+                raise ValueError(f"warm_start must have {layout.dim} weights, got shape "
+                                 f"{tuple(warm.shape)}")
+            center = warm
+        elif warm is None:
+            center = self.potential.initial_theta()
+        elif warm == "map":
+            center = find_map(self.potential, self.potential.initial_theta(),
+                              steps=self.map_steps, lr=self.map_lr,
+                              batch_size=self.s.batch_size, generator=self.generator)
+        else:
+            raise ValueError(f"warm_start must be 'map', weights, a SamplingResult or None, "
+                             f"got {warm!r}")
+        return dispersed(self.potential, center, c, self.init_spread, self.generator,
+                         self.prior_variance)
+
+    # -- warm-up ---------------------------------------------------------------------------------
+    def _warmup(self, theta0: torch.Tensor):
+        s = self.s
+        warmup = Warmup(s.algorithm, self.potential, s.warmup_steps, self.value_and_grad,
+                        self.generator, self.prior_variance, s.step_size,
+                        minibatch=s.batch_size is not None)
+        state = s.algorithm.init(theta0, self.value_and_grad)
+        warmup.start(state)
+        bar = tqdm(total=s.warmup_steps, disable=not self.progress,
+                   desc=f"BKD {s.algorithm.name} warm-up")
+        for iteration in range(s.warmup_steps):
+            state, info = warmup.algorithm.step(state, self.value_and_grad, warmup.step_size,
+                                                warmup.metric, self.generator, s.temperature)
+            state = warmup.observe(iteration, state, info)
+            if (iteration + 1) % WARMUP_CHECK_EVERY == 0 and not bool(
+                torch.isfinite(state.potential).all()
+            ):
+                raise NonFiniteError(iteration + 1, None, detail="in warm-up; lower step_size "
+                                     "or check the data and the student for NaN/inf")
+            bar.update(1)
+        bar.close()
+        return warmup.algorithm, state, warmup.step_size, warmup.metric
+
+    # -- sampling ------------------------------------------------------------------------------
+    def _sampling(self, algorithm, state, step_size, metric, progress, buffers, started):
+        s = self.s
+        total = s.num_samples * s.thin
+        chunk = _draw_chunk(s.num_chains, self.potential.layout.dim)
+        floor = _runaway_floor(self.potential, state.theta, s.batch_size, s.temperature,
+                               s.seed)
+        good = _Snapshot.take(state, progress, self)
+        monitor = FiniteMonitor(block=10**9, first_step=progress.iteration, floor=floor)
+        pending: list[tuple[torch.Tensor, ...]] = []
+        bar = tqdm(total=total, initial=progress.iteration, disable=not self.progress,
+                   desc=f"BKD {algorithm.name}")
+        while progress.iteration < total:
+            eps = _scaled(step_size, progress.step_scale)
+            state, info = algorithm.step(state, self.value_and_grad, eps, metric,
+                                         self.generator, s.temperature)
+            grad_norm = state.grad.norm(dim=-1)
+            monitor.record(-state.potential, grad_norm)
+            progress.iteration += 1
+            kept = progress.iteration % s.thin == 0
+            if kept:  # stays on the device until the chunk is flushed: no sync per draw
+                pending.append((state.theta, -state.potential, grad_norm, info.accept_prob,
+                                torch.as_tensor(eps, dtype=state.theta.dtype).expand(
+                                    s.num_chains).to(state.theta.device)))
+                progress.draws_done += 1
+            at_checkpoint = (self.checkpoint is not None and kept
+                             and progress.draws_done % s.checkpoint_every == 0)
+            if len(pending) == chunk or at_checkpoint or progress.iteration == total:
+                try:
+                    monitor.check()
+                except NonFiniteError as error:
+                    if s.on_nonfinite == "raise" or len(progress.backoffs) >= MAX_BACKOFFS:
+                        if s.on_nonfinite == "backoff":
+                            raise NonFiniteError(
+                                error.step, error.last_finite_log_joint, error.chain,
+                                detail=f"gave up after {MAX_BACKOFFS} step-size halvings; the "
+                                "fault does not go away with smaller steps: check the data "
+                                "and the student for NaN/inf") from error
+                        raise
+                    state, progress = good.restore(self, progress, error.step)
+                    pending = []
+                    monitor = FiniteMonitor(block=10**9, first_step=progress.iteration,
+                                            floor=floor)
+                    bar.n = progress.iteration
+                    continue
+                _flush(pending, buffers, progress.draws_done, self.predict, self.keep_weights)
+                pending = []
+                good = _Snapshot.take(state, progress, self)
+                if self.checkpoint is not None and (at_checkpoint or progress.iteration == total):
+                    _save_checkpoint(self.checkpoint, self.config, good, algorithm, step_size,
+                                     metric, buffers, time.perf_counter() - started)
+            if progress.iteration % 50 == 0 or progress.iteration == total:
+                bar.n = progress.iteration
+                bar.refresh()
+        bar.close()
+        weights = self.potential.layout.unflatten(buffers["weights"]) if self.keep_weights \
+            else None
+        stats = {k: buffers[k] for k in ("lp", "grad_norm", "step_size", "accept_prob")}
+        probs = buffers.get("probs")
+        config = {**self.config, "step_size": as_float(step_size)}
+        return SamplingResult(
+            probs=probs,
+            sample_stats=stats,
+            weights=weights,
+            config=config,
+            wall_seconds=time.perf_counter() - started,
+            backoffs=list(progress.backoffs),
+            convergence=None if probs is None else diagnose(probs),
+            metric=metric.detach().cpu(),
+        )
+
+    def _restore(self, payload: dict):
+        saved = payload["state"]
+        dev = self.device
+        state = ChainState(**{k: None if v is None else v.to(dev)
+                              for k, v in saved["chain"].items()})
+        algorithm = self.s.algorithm
+        if saved["gradient_noise"] is not None:
+            algorithm = dataclasses.replace(algorithm,
+                                            gradient_noise=saved["gradient_noise"].to(dev))
+        step_size = saved["step_size"]
+        if isinstance(step_size, torch.Tensor):
+            step_size = step_size.to(dev)
+        metric = saved["metric"].to(dev)
+        progress = _Progress(int(saved["iteration"]), int(saved["draws_done"]),
+                             float(saved["step_scale"]), list(saved["backoffs"]))
+        self.generator.set_state(saved["generator_state"])
+        self.batches.load_state_dict({k: v.to(dev) if isinstance(v, torch.Tensor) else v
+                                      for k, v in saved["batches"].items()})
+        return (algorithm, state, step_size, metric, progress, payload["buffers"],
+                payload["wall_seconds"])
+
+
+@dataclasses.dataclass
+class _Progress:
+    iteration: int
+    draws_done: int
+    step_scale: float
+    backoffs: list[int]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Snapshot:
+    """The last state known good, to return to on a back-off or to save in a checkpoint."""
+
+    state: ChainState
+    progress: _Progress
+    generator_state: torch.Tensor
+    batches: dict
+
+    @classmethod
+    def take(cls, state: ChainState, progress: _Progress, run: _Run) -> _Snapshot:
+        return cls(state, dataclasses.replace(progress, backoffs=list(progress.backoffs)),
+                   run.generator.get_state(), dict(run.batches.state_dict()))
+
+    def restore(
+        self, run: _Run, current: _Progress, bad_step: int
+    ) -> tuple[ChainState, _Progress]:
+        """Back to this snapshot with ``bad_step`` added to the back-offs of ``current`` and
+        the step halved once per back-off since the snapshot (so repeated back-offs from one
+        snapshot keep halving)."""
+        run.generator.set_state(self.generator_state)
+        run.batches.load_state_dict(dict(self.batches))
+        backoffs = [*current.backoffs, bad_step]
+        since = len(backoffs) - len(self.progress.backoffs)
+        progress = dataclasses.replace(
+            self.progress, backoffs=backoffs, step_scale=self.progress.step_scale / 2**since
+        )
+        return self.state, progress
+
+
+def _renamed(deprecated: dict, warmup_steps, num_chains):
+    """Accept ``warmup=``/``chains=`` for one release, with a ``DeprecationWarning``."""
+    unknown = set(deprecated) - {"warmup", "chains"}
+    if unknown:
+        raise TypeError(f"sample() got unexpected keyword arguments {sorted(unknown)}")
+    if "warmup" in deprecated:
+        warnings.warn("sample(warmup=) is renamed warmup_steps=", DeprecationWarning,
+                      stacklevel=3)
+        warmup_steps = deprecated["warmup"]
+    if "chains" in deprecated:
+        warnings.warn("sample(chains=) is renamed num_chains=", DeprecationWarning,
+                      stacklevel=3)
+        num_chains = deprecated["chains"]
+    return warmup_steps, num_chains
+
+
+def _device_of(model: BKDModel) -> torch.device:
+    return next(model.student.parameters()).device
+
+
+def _scaled(step_size: float | torch.Tensor, scale: float) -> float | torch.Tensor:
+    return step_size if scale == 1.0 else step_size * scale
+
+
+def _runaway_floor(potential, theta, batch_size, temperature, seed, num_batches=16) -> float:
+    """:func:`~pyro_bkd.infer.monitor.runaway_floor` below the lowest chain at the start of
+    sampling (``theta [C, D]``), widened to 20 standard deviations of the minibatch estimate
+    of the log joint there (estimated from ``num_batches`` minibatches drawn with their own
+    generator, so the chains' random stream is untouched)."""
+    with torch.no_grad():
+        joints = torch.stack([potential.log_joint(t) for t in theta])
+        theta0 = theta[int(joints.argmin())]
+        start = float(joints.min())
+        floor = runaway_floor(start, potential.layout.dim, temperature)
+        n = potential.num_examples
+        if batch_size is None or batch_size >= n:
+            return floor
+        generator = torch.Generator().manual_seed(seed)
+        estimates = torch.stack([
+            potential.log_joint(
+                theta0, torch.randperm(n, generator=generator)[:batch_size].to(theta0.device))
+            for _ in range(num_batches)
+        ])
+    return min(floor, start - 20.0 * float(estimates.std()))
+
+
+def _new_buffers(chains: int, num_samples: int, keep_weights: bool, dim: int) -> dict:
+    names = ("lp", "grad_norm", "step_size", "accept_prob")
+    buffers = {k: torch.zeros(chains, num_samples) for k in names}
+    if keep_weights:
+        buffers["weights"] = torch.zeros(chains, num_samples, dim)
+    return buffers
+
+
+def _draw_chunk(chains: int, dim: int) -> int:
+    """Retained draws buffered on the device before the predictive runs (bounded memory)."""
+    return max(1, min(32, (1 << 24) // max(1, chains * dim)))
+
+
+def _flush(pending, buffers, draws_done, predict, keep_weights) -> None:
+    """Move a chunk of retained draws ``(theta, lp, grad_norm, accept_prob, step_size)``
+    to their host buffers and through the predictive."""
+    if not pending:
+        return
+    thetas, log_joints, grad_norms, accepts, steps = (
+        torch.stack(parts, dim=1) for parts in zip(*pending, strict=True)
+    )
+    lo, hi = draws_done - thetas.shape[1], draws_done
+    buffers["lp"][:, lo:hi] = log_joints.cpu()
+    buffers["grad_norm"][:, lo:hi] = grad_norms.cpu()
+    buffers["accept_prob"][:, lo:hi] = accepts.cpu()
+    buffers["step_size"][:, lo:hi] = steps.cpu()
+    if keep_weights:
+        buffers["weights"][:, lo:hi] = thetas.cpu()
+    if predict is not None:
+        probs = predict(thetas)
+        if "probs" not in buffers:
+            c, s = buffers["lp"].shape
+            buffers["probs"] = torch.zeros(c, s, *probs.shape[2:])
+        buffers["probs"][:, lo:hi] = probs
+
+
+def _save_checkpoint(path, config, good: _Snapshot, algorithm, step_size, metric, buffers,
+                     wall_seconds: float) -> None:
+    noise = getattr(algorithm, "gradient_noise", None)
+    state = {
+        "chain": good.state.to_dict(),
+        "iteration": good.progress.iteration,
+        "draws_done": good.progress.draws_done,
+        "step_scale": good.progress.step_scale,
+        "backoffs": list(good.progress.backoffs),
+        "step_size": step_size,
+        "metric": metric,
+        "gradient_noise": noise,
+        "generator_state": good.generator_state,
+        "batches": good.batches,
+    }
+    payload = {"config": config, "state": state, "buffers": buffers,
+               "wall_seconds": wall_seconds}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def _load_checkpoint(path, config) -> dict | None:
+    if path is None or not Path(path).exists():
+        return None
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a truncated, foreign or corrupt file: name it
+        raise ValueError(
+            f"checkpoint {os.fspath(path)!r} cannot be read as a pyro-bkd checkpoint "
+            f"({type(error).__name__}); remove it to start afresh"
+        ) from error
+    if not isinstance(payload, dict) or "config" not in payload:
+        raise ValueError(f"checkpoint {os.fspath(path)!r} is not a pyro-bkd checkpoint")
+    if payload["config"] != config:
+        changed = sorted(k for k in config if payload["config"].get(k) != config[k])
+        raise ValueError(
+            f"checkpoint {os.fspath(path)!r} was written with other settings ({changed}); "
+            f"remove it or use the same settings to resume"
+        )
+    return payload

@@ -1,0 +1,243 @@
+"""Pyro ``MCMCKernel`` adapters: ``pyro.infer.MCMC`` runs the driver's own update rules.
+
+Each kernel holds one chain's state (``C = 1``) and calls the same ``Algorithm.step`` and
+:class:`~pyro_bkd.infer.warmup.Warmup` as :func:`pyro_bkd.sample`, so the exact-law tests of
+the algorithms cover what users run either way. The kernel does no I/O:
+
+- the potential (:mod:`pyro_bkd.infer.potential`) is built once in ``setup``: the trace-free
+  :class:`~pyro_bkd.infer.potential.BKDPotential` for a :class:`~pyro_bkd.BKDModel`, else
+  Pyro's ``initialize_model`` potential conditioned on the ``data`` plate's indices;
+- each call of ``sample`` makes ``thin`` iterations (``pyro.infer.MCMC`` keeps every draw);
+  ``warmup_steps`` of ``MCMC`` counts such calls, so warm-up lasts ``warmup_steps * thin``
+  iterations, during which the metric and step size adapt (unless ``step_size`` is given).
+
+What ``pyro.infer.MCMC`` needs and how it is met: ``sample`` returns new detached tensors of
+fixed shapes; ``initial_params`` set before ``setup`` is a warm start and is respected;
+``transforms`` and ``model`` are attributes (ArviZ's converter reads them); ``cleanup``
+resets the start so chain 2 does not begin where chain 1 ended; ``diagnostics`` has
+``divergences`` and, per kept draw, ``lp``, ``step_size``, ``grad_norm``, ``accept_prob``.
+Randomness comes from torch's global RNG: seed it with ``pyro.set_rng_seed``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import torch
+from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
+
+from pyro_bkd import _checks
+from pyro_bkd.infer.base import Algorithm, ChainState
+from pyro_bkd.infer.batches import EpochBatches
+from pyro_bkd.infer.hmc import HMCStep
+from pyro_bkd.infer.langevin import PSGLDStep, SGLDStep
+from pyro_bkd.infer.monitor import FiniteMonitor
+from pyro_bkd.infer.potential import Potential, build_potential
+from pyro_bkd.infer.schedules import StepSchedule, as_schedule
+from pyro_bkd.infer.sghmc import SGHMCStep
+from pyro_bkd.infer.warmup import Warmup
+
+
+class BKDKernel(MCMCKernel):
+    """A ``pyro.infer.MCMC`` kernel around one :class:`~pyro_bkd.infer.base.Algorithm`.
+
+    Args:
+        model: a :class:`~pyro_bkd.BKDModel` or any Pyro model; minibatching needs a
+            ``pyro.plate("data", N)`` (its index site is conditioned on each minibatch).
+        step_size: a fixed ``eps`` (a number, a
+            :class:`~pyro_bkd.infer.schedules.StepSchedule` or a callable of the iteration),
+            or ``None`` to adapt it in warm-up as :func:`pyro_bkd.sample` does.
+        subsample_size: minibatch size ``m`` (``None``: full data).
+        temperature: posterior temperature ``T``.
+        thin: iterations per draw returned to ``MCMC``.
+        check_every: iterations between checks for NaN/inf potentials (one sync per check).
+        **options: the algorithm's hyper-parameters.
+    """
+
+    algorithm_class: ClassVar[type[Algorithm]]
+
+    def __init__(
+        self,
+        model: Callable,
+        step_size: float | StepSchedule | Callable[[int], float] | None = None,
+        subsample_size: int | None = None,
+        *,
+        temperature: float = 1.0,
+        thin: int = 1,
+        check_every: int = 100,
+        **options: Any,
+    ) -> None:
+        if model is None:
+            raise ValueError("model is required")
+        self.model = model
+        self.algorithm = self.algorithm_class(**options)
+        self.schedule = None if step_size is None else as_schedule(step_size)
+        if subsample_size is not None:
+            _checks.positive_int("subsample_size", subsample_size)
+            if self.algorithm.full_batch:
+                raise ValueError(
+                    f"{type(self).__name__} needs full-batch gradients (a Metropolis test); "
+                    "leave subsample_size=None"
+                )
+        self.subsample_size = subsample_size
+        self.temperature = _checks.positive_float("temperature", temperature)
+        self.thin = _checks.positive_int("thin", thin)
+        self.check_every = _checks.positive_int("check_every", check_every)
+        self.transforms: dict | None = None
+        self._user_initial_params: dict[str, torch.Tensor] | None = None
+        self._initial_params: dict[str, torch.Tensor] | None = None
+        self._potential: Potential | None = None
+        self._warmup_steps = 0
+        self._reset_chain()
+
+    # -- Pyro's contract ---------------------------------------------------------------------
+    def setup(self, warmup_steps: int, *args, **kwargs) -> None:
+        self._potential = build_potential(self.model, args, kwargs)
+        self.transforms = self._potential.transforms
+        n = self._potential.num_examples
+        if self.subsample_size is not None:
+            if n is None:
+                raise ValueError(
+                    "subsample_size needs a pyro.plate('data', N) in the model; none was found"
+                )
+            if self.subsample_size > n:
+                raise ValueError(f"subsample_size must be <= N={n}, got {self.subsample_size}")
+        theta0 = self._potential.initial_theta()
+        self._batches = EpochBatches(n or 1, self.subsample_size, 1, device=theta0.device)
+        self._warmup_steps = warmup_steps
+        if self._initial_params is None:
+            self._initial_params = self._potential.layout.unflatten(theta0)
+        self._reset_chain()
+
+    @property
+    def initial_params(self) -> dict[str, torch.Tensor] | None:
+        return self._initial_params
+
+    @initial_params.setter
+    def initial_params(self, params: dict[str, torch.Tensor]) -> None:
+        self._initial_params = params
+        if self._potential is None:  # set by the user before setup: a warm start for all chains
+            self._user_initial_params = params
+
+    def sample(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        layout = self._potential.layout
+        if self._returned is not None and _same_tensors(params, self._returned[1]):
+            state = self._state  # MCMC passed back our last draw
+        else:
+            state = self.algorithm.init(layout.flatten(params).detach()[None],
+                                        self._value_and_grad)
+            if self._warmup is None:
+                self._start_warmup(state)
+        for _ in range(self.thin):
+            state = self._iterate(state)
+        if self._draw >= self._warmup_steps:
+            self._lp.append(-state.potential[0])
+            self._grad_norm.append(state.grad[0].norm())
+            self._step_sizes.append(self._last_step_size)
+            self._accept.append(self._last_accept)
+        self._draw += 1
+        self._state = state
+        draw = layout.unflatten(state.theta[0])
+        self._returned = (state.theta, draw)
+        return draw
+
+    def logging(self) -> dict[str, str]:
+        return {"step size": f"{self._last_step_size:.2e}"}
+
+    def diagnostics(self) -> dict:
+        self._monitor.check()
+        empty = torch.zeros(0)
+        return {
+            "divergences": [],
+            "lp": torch.stack(self._lp).cpu() if self._lp else empty,
+            "grad_norm": torch.stack(self._grad_norm).cpu() if self._grad_norm else empty,
+            "step_size": torch.tensor(self._step_sizes),
+            "accept_prob": torch.stack(self._accept).cpu() if self._accept else empty,
+        }
+
+    def cleanup(self) -> None:
+        self._initial_params = self._user_initial_params
+        self._reset_chain()
+
+    # -- one iteration -----------------------------------------------------------------------
+    def _reset_chain(self) -> None:
+        self._iteration = 0
+        self._draw = 0
+        self._last_step_size = float("nan")
+        self._last_accept = torch.ones(())
+        self._lp: list[torch.Tensor] = []
+        self._grad_norm: list[torch.Tensor] = []
+        self._step_sizes: list[float] = []
+        self._accept: list[torch.Tensor] = []
+        self._monitor = FiniteMonitor(self.check_every)
+        self._warmup: Warmup | None = None
+        self._state: ChainState | None = None
+        # (theta, its named views) of the last draw returned, to skip re-flattening it
+        self._returned: tuple[torch.Tensor, dict[str, torch.Tensor]] | None = None
+
+    def _value_and_grad(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(U [1], grad [1, D])`` of the one chain on the next minibatch."""
+        return self._potential.batched_value_and_grad(theta, self._batches.next())
+
+    def _start_warmup(self, state: ChainState) -> None:
+        sigma = getattr(self.model, "prior_scale", None)
+        self._warmup = Warmup(
+            self.algorithm,
+            self._potential,
+            self._warmup_steps * self.thin,
+            self._value_and_grad,
+            None,
+            prior_variance=1.0 if sigma is None else sigma**2,
+            step_size=None if self.schedule is None else self.schedule(0),
+            minibatch=self.subsample_size is not None,
+        )
+        self._warmup.start(state)
+
+    def _iterate(self, state: ChainState) -> ChainState:
+        warm = self._warmup
+        step_size = warm.step_size if self.schedule is None else self.schedule(self._iteration)
+        state, info = warm.algorithm.step(state, self._value_and_grad, step_size, warm.metric,
+                                          None, self.temperature)
+        if self._iteration < warm.num_warmup:
+            state = warm.observe(self._iteration, state, info)
+        self._last_step_size = float(step_size) if not isinstance(step_size, torch.Tensor) \
+            else float(step_size.reshape(-1)[0])
+        self._last_accept = info.accept_prob[0]
+        if self._monitor.record(-state.potential[0], state.grad[0].norm()):
+            self._monitor.check()
+        self._iteration += 1
+        return state
+
+
+class SGLD(BKDKernel):
+    """Stochastic gradient Langevin dynamics (Welling & Teh 2011), :class:`SGLDStep`."""
+
+    algorithm_class = SGLDStep
+
+
+class PSGLD(BKDKernel):
+    """Preconditioned SGLD (Li et al. 2016) with the windowed, floored RMSprop gain,
+    :class:`~pyro_bkd.infer.langevin.PSGLDStep`."""
+
+    algorithm_class = PSGLDStep
+
+
+class SGHMC(BKDKernel):
+    """Stochastic gradient HMC (Chen et al. 2014) with a diagonal preconditioner and the
+    gradient-noise correction, :class:`~pyro_bkd.infer.sghmc.SGHMCStep`."""
+
+    algorithm_class = SGHMCStep
+
+
+class HMC(BKDKernel):
+    """Metropolis-corrected full-batch HMC, :class:`~pyro_bkd.infer.hmc.HMCStep`."""
+
+    algorithm_class = HMCStep
+
+
+def _same_tensors(params: dict[str, torch.Tensor], previous: dict[str, torch.Tensor]) -> bool:
+    """Whether ``params`` holds exactly the tensor objects of ``previous`` (no copy, no edit)."""
+    return len(params) == len(previous) and all(
+        params.get(name) is value for name, value in previous.items()
+    )
