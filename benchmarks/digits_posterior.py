@@ -38,8 +38,17 @@ def build(width: int, strength: float, num_starts: int = 8, seed: int = 0) -> Di
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         teacher = models.build("mlp", 10, in_features=64, hidden=(256, 256))
-    train_teacher(teacher, dataset.x_train, dataset.y_train, objective="mll", epochs=40,
-                  lr=0.05, batch_size=128, seed=seed, progress=False)
+    train_teacher(
+        teacher,
+        dataset.x_train,
+        dataset.y_train,
+        objective="mll",
+        epochs=40,
+        lr=0.05,
+        batch_size=128,
+        seed=seed,
+        progress=False,
+    )
     t_train = teacher_logits(teacher, dataset.x_train)
     alpha = alpha_from_strength(strength, TEMPERATURE)
     students = []
@@ -48,10 +57,18 @@ def build(width: int, strength: float, num_starts: int = 8, seed: int = 0) -> Di
             torch.manual_seed(100 + s)
             student = models.build("mlp", 10, in_features=64, hidden=(width,))
         train_student_kd(
-            student, dataset.x_train, dataset.y_train, t_train, temperature=TEMPERATURE,
-            alpha=alpha, weight_decay=weight_decay_for_prior(PRIOR_SCALE, len(dataset.y_train),
-                                                             alpha),
-            epochs=60, batch_size=128, lr=3e-3, seed=seed + s, progress=False,
+            student,
+            dataset.x_train,
+            dataset.y_train,
+            t_train,
+            temperature=TEMPERATURE,
+            alpha=alpha,
+            weight_decay=weight_decay_for_prior(PRIOR_SCALE, len(dataset.y_train), alpha),
+            epochs=60,
+            batch_size=128,
+            lr=3e-3,
+            seed=seed + s,
+            progress=False,
         )
         students.append(student)
     starts = {

@@ -26,16 +26,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import digits_posterior  # noqa: E402
+import digits_posterior
 
-import pyro_bkd  # noqa: E402
-from pyro_bkd.convergence import rank_rhat_and_ess_bulk  # noqa: E402
+import pyro_bkd
+from pyro_bkd.convergence import rank_rhat_and_ess_bulk
 
 CONFIGS: tuple[tuple[int, float], ...] = ((32, 144.0), (32, 16.0), (16, 144.0))
 NUM_TEST = 100
 OUT = Path(__file__).resolve().parents[1] / "tests" / "reference"
-SETTINGS = {"num_chains": 8, "warmup_steps": 1500, "num_samples": 1000, "thin": 2,
-            "num_steps": 64}
+SETTINGS = {"num_chains": 8, "warmup_steps": 1500, "num_samples": 1000, "thin": 2, "num_steps": 64}
 
 
 def reference_path(width: int, strength: float) -> Path:
@@ -48,11 +47,18 @@ def run(width: int, strength: float) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", pyro_bkd.ConvergenceWarning)
         result = pyro_bkd.sample(
-            post.model, post.data, method="hmc", num_samples=SETTINGS["num_samples"],
-            warmup_steps=SETTINGS["warmup_steps"], thin=SETTINGS["thin"],
-            num_chains=SETTINGS["num_chains"], x_test=post.x_test[:NUM_TEST],
-            warm_start=post.starts, algorithm_options={"num_steps": SETTINGS["num_steps"]},
-            seed=0, progress=True,
+            post.model,
+            post.data,
+            method="hmc",
+            num_samples=SETTINGS["num_samples"],
+            warmup_steps=SETTINGS["warmup_steps"],
+            thin=SETTINGS["thin"],
+            num_chains=SETTINGS["num_chains"],
+            x_test=post.x_test[:NUM_TEST],
+            warm_start=post.starts,
+            algorithm_options={"num_steps": SETTINGS["num_steps"]},
+            seed=0,
+            progress=True,
         )
     wall = time.perf_counter() - start
     probs = result.probs.double().numpy()
@@ -63,11 +69,17 @@ def run(width: int, strength: float) -> dict:
         "rhat": rhat,
         "ess_bulk": ess,
     }
-    meta = {**SETTINGS, "width": width, "strength": strength, "wall_seconds": round(wall, 1),
-            "step_size": result.config["step_size"],
-            "accept_prob": float(result.sample_stats["accept_prob"].mean()),
-            "verdict": result.convergence.message, "torch": torch.__version__,
-            "threads": torch.get_num_threads()}
+    meta = {
+        **SETTINGS,
+        "width": width,
+        "strength": strength,
+        "wall_seconds": round(wall, 1),
+        "step_size": result.config["step_size"],
+        "accept_prob": float(result.sample_stats["accept_prob"].mean()),
+        "verdict": result.convergence.message,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
     OUT.mkdir(parents=True, exist_ok=True)
     np.savez(reference_path(width, strength), meta=json.dumps(meta), **summary)
     print(json.dumps(meta, indent=1))

@@ -53,6 +53,7 @@ from pyro_bkd.data.synthetic import (
     train_mlp_teacher,
 )
 from pyro_bkd.distill import train_student_kd, weight_decay_for_prior
+from pyro_bkd.infer import DEFAULT_METHOD, METHODS
 from pyro_bkd.metrics import accuracy, expected_calibration_error, max_rhat, md_auroc, nll
 
 LEVEL = 0.95  # credible level of the intervals
@@ -102,8 +103,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--step-size",
         type=float,
         default=None,
-        help="SGLD eps (default: sample()'s, 1 / largest curvature of U at the KD weights)",
+        help="a fixed step size (default: adapted in warm-up by sample())",
     )
+    parser.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD)
     parser.add_argument("--num-samples", type=int, default=None, help="draws per chain")
     parser.add_argument("--warmup", type=int, default=None)
     parser.add_argument("--thin", type=int, default=None)
@@ -125,7 +127,7 @@ def sampler_options(args: argparse.Namespace) -> dict:
     """The ``sample()`` keywords set by flags; the others keep the library's defaults."""
     options = {
         "num_samples": args.num_samples,
-        "warmup": args.warmup,
+        "warmup_steps": args.warmup,
         "thin": args.thin,
         "step_size": args.step_size,
     }
@@ -211,15 +213,15 @@ def run_scenario(scenario: str, args: argparse.Namespace) -> dict[str, object]:
     result = sample(
         model,
         DistillationData(data.x_train, data.y_train, teacher_logits),
-        method="sgld",
-        chains=args.chains,
+        method=args.method,
+        num_chains=args.chains,
         x_test=data.x_test,
         warm_start=kd_weights,
         seed=args.seed,
         progress=False,
         **sampler_options(args),
     )
-    clock.lap("SGLD")
+    clock.lap(args.method)
     probs = result.probs.numpy()
     intervals = uq.equal_tailed_interval(probs, LEVEL)
     clock.lap("summary")

@@ -27,6 +27,7 @@ from typing import Any, NoReturn
 import torch
 
 from pyro_bkd import __version__
+from pyro_bkd.infer.driver import DEFAULT_METHOD
 from pyro_bkd.infer.monitor import NonFiniteError
 
 PROG = "pyro-bkd"
@@ -188,27 +189,35 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.0,
         help="sigma > 0 of the Normal(0, sigma^2) weight prior, or 'none' for flat (1)",
     )
-    fit.add_argument("--method", choices=METHODS, default="sgld", help="inference method (sgld)")
+    fit.add_argument(
+        "--method",
+        choices=METHODS,
+        default=DEFAULT_METHOD,
+        help=f"inference method ({DEFAULT_METHOD}: full-batch, Metropolis-corrected; use sghmc "
+        "with --batch-size when the full-batch gradient is too costly)",
+    )
     fit.add_argument(
         "--num-samples",
         type=positive_int,
         help=(
-            "draws per chain (sgld/psgld/nuts/svi: 200; map: 1; mc-dropout: 200 masks; "
+            "draws per chain (hmc/sghmc/sgld/psgld/nuts/svi: 200; map: 1; mc-dropout: 200 masks; "
             "ensemble: 5 members)"
         ),
     )
     fit.add_argument(
         "--warmup",
         type=nonnegative_int,
-        help="warm-up steps per chain (sgld/psgld: 1000, nuts: 200)",
+        help="warm-up iterations per chain (hmc: 300; sghmc/sgld/psgld: 4000; nuts: 200)",
     )
     fit.add_argument(
         "--chains",
         type=positive_int,
-        help="chains (sgld/psgld: 4, nuts: 2; svi/map/mc-dropout/ensemble: 1)",
+        help="chains (hmc/sghmc/sgld/psgld: 4, nuts: 2; svi/map/mc-dropout/ensemble: 1)",
     )
     fit.add_argument(
-        "--thin", type=positive_int, help="keep every thin-th step (sgld/psgld: 10, nuts: 1)"
+        "--thin",
+        type=positive_int,
+        help="keep every thin-th iteration (hmc: 1; sghmc/sgld/psgld: 20; nuts: 1)",
     )
     fit.add_argument("--batch-size", type=positive_int, default=128, help="minibatch size m (128)")
     fit.add_argument(
@@ -434,12 +443,12 @@ def _demo(args: argparse.Namespace) -> int:
             row_title="method",
         )
     )
-    bkd = methods["bkd_sgld"]
+    bkd = methods["bkd"]
     print(
-        f"BKD (SGLD): {bkd['num_chains']} chains x {bkd['num_draws']} draws, "
-        f"max R-hat {_fmt(bkd['max_rhat'])}, min bulk ESS {_fmt(bkd['min_ess_bulk'])}, "
+        f"BKD ({bkd['method']}): {bkd['num_chains']} chains x {bkd['num_draws']} draws, "
         f"mean 95% interval width {_fmt(bkd['mean_interval_width'])}"
     )
+    print(f"verdict: {values['verdict']}")
     noise = values["noise"]
     print(
         "mean deviance at noise "
@@ -497,6 +506,8 @@ def _fit(args: argparse.Namespace) -> int:
     if "teacher" in values:
         rows["teacher"] = values["teacher"]
     print(format_table(rows, columns, row_title="method"))
+    if "convergence" in values:
+        print(f"verdict: {values['convergence']['message']}")
     print(f"wrote {args.out}/ (posterior.nc, metrics.json)")
     return 0
 

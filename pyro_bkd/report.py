@@ -49,6 +49,10 @@ class Table(NamedTuple):
     rows: list[list[str]]
 
 
+#: Entries with a smaller posterior mean are not listed among the least converged.
+MIN_MASS = 0.01
+
+
 def write_report(run_dir: str | os.PathLike[str], top: int = TOP_ENTRIES) -> tuple[Path, Path]:
     """Write ``run_dir/report.html`` and ``run_dir/report.md``; returns their paths.
 
@@ -64,6 +68,12 @@ def write_report(run_dir: str | os.PathLike[str], top: int = TOP_ENTRIES) -> tup
     if not isinstance(values, dict):
         raise ValueError(f"{metrics_path} must hold a JSON object, got {type(values).__name__}")
     tables = metric_tables(values)
+    verdict = verdict_of(values)
+    if verdict is not None:
+        tables = [
+            Table("Verdict", ["convergence of the class probabilities"], [[verdict]]),
+            *tables,
+        ]
     posterior_path = run / "posterior.nc"
     if posterior_path.is_file():
         idata = export.load(posterior_path)
@@ -71,6 +81,8 @@ def write_report(run_dir: str | os.PathLike[str], top: int = TOP_ENTRIES) -> tup
         convergence = convergence_table(idata, top)
         if convergence is not None:
             tables.append(convergence)
+    if verdict is not None:  # the verdict opens the report, before the run's attributes
+        tables.insert(0, tables.pop(next(i for i, t in enumerate(tables) if t.title == "Verdict")))
     images = sorted((run / "plots").glob("*.png"))
     title = f"pyro-bkd report: {run.resolve().name}"
     html_path = _atomic.write_text(run / "report.html", render_html(title, tables, images))
@@ -131,6 +143,17 @@ def metric_tables(values: Mapping[str, Any], title: str = "Metrics") -> list[Tab
     return tables
 
 
+def verdict_of(values: Mapping[str, Any]) -> str | None:
+    """The convergence verdict of a run's ``metrics.json``: the demo's ``verdict`` or a fit's
+    ``convergence.message`` (``None`` for methods without Markov chains)."""
+    if isinstance(values.get("verdict"), str):
+        return values["verdict"]
+    convergence = values.get("convergence")
+    if isinstance(convergence, dict) and isinstance(convergence.get("message"), str):
+        return convergence["message"]
+    return None
+
+
 def attribute_table(attrs: Mapping[str, Any]) -> Table:
     """The run attributes of the ``InferenceData`` (method, hyper-parameters, versions, ...)."""
     return Table("Run", ["attribute", "value"], [[k, format_value(v)] for k, v in attrs.items()])
@@ -140,7 +163,9 @@ def convergence_table(idata: Any, top: int = TOP_ENTRIES) -> Table | None:
     """ArviZ summary of the ``top`` least-converged entries of ``posterior_predictive.probs``.
 
     Entries are ranked by R-hat (largest first) with two or more chains, else by bulk ESS
-    (smallest first); constant entries (undefined diagnostics) come last. ``None`` when the
+    (smallest first); constant entries (undefined diagnostics) and entries whose posterior
+    mean is below ``MIN_MASS`` (a negligible class says nothing about the prediction) come
+    last. ``None`` when the
     data hold no ``probs`` or no entry has a diagnostic (one chain of fewer than 4 draws, e.g.
     a point estimate).
     """
@@ -156,7 +181,8 @@ def convergence_table(idata: Any, top: int = TOP_ENTRIES) -> Table | None:
         score, criterion = -metrics.ess_bulk(probs), "smallest bulk ESS (one chain)"
     if not np.isfinite(score).any():
         return None
-    flat = np.where(np.isfinite(score), score, -np.inf).ravel()
+    negligible = probs.mean(axis=(0, 1)) < MIN_MASS
+    flat = np.where(np.isfinite(score) & ~negligible, score, -np.inf).ravel()
     picked = np.argsort(-flat, kind="stable")[: min(top, flat.size)]
     pairs = [divmod(int(index), probs.shape[3]) for index in picked]
     subset = export.select_pairs(group, pairs)

@@ -96,12 +96,15 @@ def test_demo_quick_writes_every_output(tmp_path: Path, capsys: pytest.CaptureFi
         "trace_bkd.png",
     ]
     values = json.loads((out / "metrics.json").read_text())
-    assert list(values["methods"]) == ["teacher", "student_alone", "kd", "map", "bkd_sgld"]
+    assert list(values["methods"]) == ["teacher", "student_alone", "kd", "map", "bkd"]
     for method in values["methods"].values():
         for key in ("accuracy", "nll", "ece", "brier", "wall_seconds"):
             assert isinstance(method[key], float), key
-    bkd = values["methods"]["bkd_sgld"]
+    bkd = values["methods"]["bkd"]
     assert bkd["num_chains"] == 4 and bkd["draws"] == 32
+    assert bkd["method"] == "hmc"
+    assert values["verdict"] == bkd["convergence"]["message"]
+    assert values["verdict"].split(":")[0] in ("converged", "borderline", "not converged")
     assert bkd["coverage"] is None  # digits: the true probabilities are unknown
     assert {"max_rhat", "min_ess_bulk", "mean_interval_width"} <= bkd.keys()
     assert values["wall_seconds"] > 0
@@ -109,9 +112,12 @@ def test_demo_quick_writes_every_output(tmp_path: Path, capsys: pytest.CaptureFi
     idata = export.load(out / "posterior.nc")
     assert idata.posterior_predictive["probs"].shape == (4, 8, 60, 10)
     assert "teacher_probs" in idata.constant_data
-    assert idata.attrs["warm_start"] == "kd"
+    assert idata.attrs["warm_start"] == "kd, dispersed"
     printed = capsys.readouterr().out
-    assert "bkd_sgld" in printed and "accuracy" in printed
+    assert "bkd" in printed and "accuracy" in printed
+    assert f"verdict: {values['verdict']}" in printed  # one line: verdict, figures, advice
+    report = (out / "report.md").read_text()
+    assert report.index("Verdict") < report.index("Run")  # the report opens with it
 
 
 # --------------------------------------------------------------------------- fit
@@ -242,7 +248,7 @@ def test_teacher_mcmi(tmp_path: Path) -> None:
         (["--strength", "-0.5"], "--strength: must be >= 0"),
         (["--prior-scale", "0"], "--prior-scale: must be > 0"),
         (["--prior-scale", "abc"], "--prior-scale: must be a number"),
-        (["--method", "hmc"], "invalid choice: 'hmc' (choose from 'sgld', 'psgld', 'map', 'nuts'"),
+        (["--method", "mcmc"], "invalid choice: 'mcmc' (choose from 'hmc', 'sghmc', 'sgld'"),
         (["--student", "transformer"], "unknown student 'transformer'; valid: linear, mlp"),
         (["--student", "mlp:8,x"], "hidden widths must be positive integers"),
         (["--student", "lenet"], "is convolutional and needs image inputs"),

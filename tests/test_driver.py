@@ -143,8 +143,18 @@ def test_sbc_sgld_curvature_step_is_calibrated_long():
 # Repeatability, resume, continuation.
 def _run(**kwargs):
     model, data, x_test = softmax_problem(100)
-    options = dict(method="sghmc", num_samples=20, warmup_steps=30, thin=3, num_chains=2,
-                   batch_size=25, x_test=x_test, seed=5, progress=False, checkpoint_every=5)
+    options = dict(
+        method="sghmc",
+        num_samples=20,
+        warmup_steps=30,
+        thin=3,
+        num_chains=2,
+        batch_size=25,
+        x_test=x_test,
+        seed=5,
+        progress=False,
+        checkpoint_every=5,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         return sample(model, data, **{**options, **kwargs})
@@ -182,7 +192,7 @@ def test_driver_is_repeatable_and_resumes_exactly(tmp_path, monkeypatch, method)
 def test_a_corrupt_checkpoint_is_named_in_one_error(tmp_path):
     checkpoint = tmp_path / "run.ckpt"
     checkpoint.write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="run.ckpt"):
+    with pytest.raises(ValueError, match=r"run\.ckpt"):
         _run(checkpoint=checkpoint)
 
 
@@ -204,8 +214,9 @@ def test_driver_reports_the_step_of_a_blow_up():
 
 
 def test_driver_backoff_recovers_from_a_blow_up():
-    result = _run(method="sgld", step_size=10.0, warmup_steps=0, on_nonfinite="backoff",
-                  batch_size=None)
+    result = _run(
+        method="sgld", step_size=10.0, warmup_steps=0, on_nonfinite="backoff", batch_size=None
+    )
     assert result.backoffs
     assert torch.isfinite(result.probs).all()
 
@@ -221,8 +232,19 @@ def test_backoff_gives_up_when_the_fault_does_not_depend_on_the_step():
     model, data, x_test = softmax_problem(100)
     model = BKDModel(Broken(2, 3), temperature=2.0, strength=3.0)
     with pytest.raises(NonFiniteError, match=f"after {MAX_BACKOFFS}"):
-        sample(model, data, method="sgld", step_size=1e-3, warmup_steps=0, num_samples=5,
-               thin=1, num_chains=1, on_nonfinite="backoff", x_test=x_test, progress=False)
+        sample(
+            model,
+            data,
+            method="sgld",
+            step_size=1e-3,
+            warmup_steps=0,
+            num_samples=5,
+            thin=1,
+            num_chains=1,
+            on_nonfinite="backoff",
+            x_test=x_test,
+            progress=False,
+        )
 
 
 def test_driver_stops_a_runaway_chain_before_it_overflows():
@@ -233,8 +255,18 @@ def test_driver_stops_a_runaway_chain_before_it_overflows():
     potential = BKDPotential(model, data.x, data.y, data.teacher_logits)
     start = float(potential.log_joint(potential.initial_theta()))
     with pytest.raises(RunawayError, match=r"runaway potential at step \d+") as error:
-        sample(model, data, method="sgld", step_size=5.0, warmup_steps=0, num_samples=5,
-               thin=1, num_chains=1, warm_start=None, progress=False)
+        sample(
+            model,
+            data,
+            method="sgld",
+            step_size=5.0,
+            warmup_steps=0,
+            num_samples=5,
+            thin=1,
+            num_chains=1,
+            warm_start=None,
+            progress=False,
+        )
     assert error.value.step <= 2
     assert math.isfinite(error.value.last_finite_log_joint)
     assert error.value.last_finite_log_joint < runaway_floor(start, potential.layout.dim)
@@ -292,9 +324,19 @@ def test_an_unconverged_run_is_warned_about():
     "not converged" with what to do, and ``sample`` warns."""
     model, data, x_test = softmax_problem(100)
     with pytest.warns(ConvergenceWarning, match="not converged.*run longer"):
-        result = sample(model, data, method="sgld", step_size=1e-7, warmup_steps=0,
-                        num_samples=20, thin=1, num_chains=2, init_spread=5.0, x_test=x_test,
-                        progress=False)
+        result = sample(
+            model,
+            data,
+            method="sgld",
+            step_size=1e-7,
+            warmup_steps=0,
+            num_samples=20,
+            thin=1,
+            num_chains=2,
+            init_spread=5.0,
+            x_test=x_test,
+            progress=False,
+        )
     assert result.convergence.status == "not converged"
 
 

@@ -63,15 +63,14 @@ def test_adaptive_kernels_sample_the_posterior_under_pyro_mcmc(kernel_class, gau
     variance by about 6%, inside the tolerance at this ESS)."""
     precision = N_GAUSS + 1.0
     pyro.set_rng_seed(4)
-    mcmc = MCMC(kernel_class(gaussian_model, thin=2), 1000, warmup_steps=300,
-                disable_progbar=True)
+    mcmc = MCMC(kernel_class(gaussian_model, thin=2), 1000, warmup_steps=300, disable_progbar=True)
     mcmc.run(gaussian_data)
     draws = mcmc.get_samples()["mu"].double()
     ess = float(ess_bulk(draws[None].numpy()))
     var = float(draws.var())
-    assert abs(float(draws.mean()) - float(gaussian_data.sum()) / precision) < 4 * (
-        var / ess
-    ) ** 0.5
+    assert (
+        abs(float(draws.mean()) - float(gaussian_data.sum()) / precision) < 4 * (var / ess) ** 0.5
+    )
     assert abs(var - 1 / precision) < 4 * var * (2 / ess) ** 0.5 + 0.06 / precision
 
 

@@ -106,7 +106,7 @@ def _run_dir(tmp_path: Path, probs: np.ndarray, y: np.ndarray) -> Path:
         "wall_time_s": 1.5,
         "methods": {
             "kd": metrics.summarize(probs[:1, :1], y),
-            "bkd_sgld": metrics.summarize(probs, y),
+            "bkd": metrics.summarize(probs, y),
         },
         "teacher": {"mll": {"accuracy": 0.9}, "notes": {"depth": {"x": 1}}},
     }
@@ -134,11 +134,11 @@ def test_report_embeds_plots_and_tables(data: tuple, tmp_path: Path) -> None:
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
     assert len(images) == 2
     assert all(base64.b64decode(image).startswith(PNG_SIGNATURE) for image in images)
-    for text in ("<h2>methods</h2>", "bkd_sgld", "<h2>Run</h2>", "sgld", "teacher / notes"):
+    for text in ("<h2>methods</h2>", "bkd", "<h2>Run</h2>", "sgld", "teacher / notes"):
         assert text in page
     markdown = md_path.read_text(encoding="utf-8")
     assert "![ranking curve](plots/ranking_curve.png)" in markdown
-    assert "| metric | kd | bkd_sgld |" in markdown
+    assert "| metric | kd | bkd |" in markdown
 
 
 def test_report_convergence_table_lists_largest_rhat(data: tuple, tmp_path: Path) -> None:

@@ -90,10 +90,11 @@ def fit_posterior():
     posterior = sample(
         model,
         DistillationData(x, y, teacher_logits),
+        method="sgld",
         num_samples=40,
-        warmup=100,
+        warmup_steps=100,
         thin=5,
-        chains=CHAINS,
+        num_chains=CHAINS,
         keep_weights=True,
         warm_start=kd_weights,
         seed=0,

@@ -145,8 +145,12 @@ class DualAveraging:
         return math.exp(self.log_eps_bar)
 
     def state_dict(self) -> dict[str, float]:
-        return {"mu": self.mu, "count": self.count, "h_bar": self.h_bar,
-                "log_eps_bar": self.log_eps_bar}
+        return {
+            "mu": self.mu,
+            "count": self.count,
+            "h_bar": self.h_bar,
+            "log_eps_bar": self.log_eps_bar,
+        }
 
     def load_state_dict(self, state: dict[str, float]) -> None:
         self.mu, self.count = state["mu"], int(state["count"])

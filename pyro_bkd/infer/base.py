@@ -57,8 +57,9 @@ class ChainState:
             mask = keep.reshape(keep.shape + (1,) * (a.dim() - 1))
             return torch.where(mask, a, b)
 
-        return ChainState(**{f.name: pick(getattr(self, f.name), getattr(other, f.name))
-                             for f in fields(self)})
+        return ChainState(
+            **{f.name: pick(getattr(self, f.name), getattr(other, f.name)) for f in fields(self)}
+        )
 
     def with_(self, **changes: torch.Tensor | None) -> ChainState:
         return replace(self, **changes)

@@ -177,8 +177,12 @@ def sample(
         progress=progress,
         predict=predict,
         prior_variance=1.0 if sigma is None else sigma**2,
-        config={"tau": model.temperature, "strength": model.strength, "prior_scale": sigma,
-                "num_train": len(data)},
+        config={
+            "tau": model.temperature,
+            "strength": model.strength,
+            "prior_scale": sigma,
+            "num_train": len(data),
+        },
     )
 
 
@@ -217,17 +221,40 @@ def sample_potential(
     floor; ``config`` is added to the result's config (and to the checkpoint's identity).
     """
     setup = _Setup.check(
-        potential, method, num_samples, warmup_steps, thin, num_chains, batch_size,
-        step_size, temperature, checkpoint_every, on_nonfinite, seed, algorithm_options,
+        potential,
+        method,
+        num_samples,
+        warmup_steps,
+        thin,
+        num_chains,
+        batch_size,
+        step_size,
+        temperature,
+        checkpoint_every,
+        on_nonfinite,
+        seed,
+        algorithm_options,
     )
-    run = _Run(setup, potential, predict, prior_variance, dict(config or {}), warm_start,
-               init_spread, map_steps, map_lr, keep_weights, checkpoint, progress)
+    run = _Run(
+        setup,
+        potential,
+        predict,
+        prior_variance,
+        dict(config or {}),
+        warm_start,
+        init_spread,
+        map_steps,
+        map_lr,
+        keep_weights,
+        checkpoint,
+        progress,
+    )
     return run.execute()
 
 
 #: ``(warmup_steps, thin)`` by method, measured in ``benchmarks/bench_mixing.py``.
 DEFAULT_BUDGETS: dict[str, tuple[int, int]] = {
-    "hmc": (400, 1),
+    "hmc": (300, 1),
     "sghmc": (4000, 20),
     "sgld": (4000, 20),
     "psgld": (4000, 20),
@@ -251,9 +278,22 @@ class _Setup:
     seed: int
 
     @classmethod
-    def check(cls, potential, method, num_samples, warmup_steps, thin, num_chains,
-              batch_size, step_size, temperature, checkpoint_every, on_nonfinite, seed,
-              algorithm_options) -> _Setup:
+    def check(
+        cls,
+        potential,
+        method,
+        num_samples,
+        warmup_steps,
+        thin,
+        num_chains,
+        batch_size,
+        step_size,
+        temperature,
+        checkpoint_every,
+        on_nonfinite,
+        seed,
+        algorithm_options,
+    ) -> _Setup:
         if method not in ALGORITHMS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if on_nonfinite not in ("raise", "backoff"):
@@ -263,8 +303,12 @@ class _Setup:
         default_warmup, default_thin = DEFAULT_BUDGETS[method]
         warmup_steps = default_warmup if warmup_steps is None else warmup_steps
         thin = default_thin if thin is None else thin
-        for name, value in (("num_samples", num_samples), ("thin", thin),
-                            ("num_chains", num_chains), ("checkpoint_every", checkpoint_every)):
+        for name, value in (
+            ("num_samples", num_samples),
+            ("thin", thin),
+            ("num_chains", num_chains),
+            ("checkpoint_every", checkpoint_every),
+        ):
             _checks.positive_int(name, value)
         if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
             raise ValueError(f"warmup_steps must be an int >= 0, got {warmup_steps!r}")
@@ -285,8 +329,19 @@ class _Setup:
                 f"method {method!r} needs exact full-batch gradients (a Metropolis test); "
                 f"use batch_size=None, or method='sghmc' for minibatches"
             )
-        return cls(algorithm, num_samples, warmup_steps, thin, num_chains, batch_size,
-                   step_size, temperature, checkpoint_every, on_nonfinite, seed)
+        return cls(
+            algorithm,
+            num_samples,
+            warmup_steps,
+            thin,
+            num_chains,
+            batch_size,
+            step_size,
+            temperature,
+            checkpoint_every,
+            on_nonfinite,
+            seed,
+        )
 
     @property
     def config(self) -> dict[str, Any]:
@@ -313,9 +368,21 @@ class _Setup:
 class _Run:
     """One execution of :func:`sample`: set-up, warm-up, sampling, verdict."""
 
-    def __init__(self, setup: _Setup, potential: Potential, predict, prior_variance: float,
-                 config: dict, warm_start, init_spread, map_steps, map_lr, keep_weights,
-                 checkpoint, progress) -> None:
+    def __init__(
+        self,
+        setup: _Setup,
+        potential: Potential,
+        predict,
+        prior_variance: float,
+        config: dict,
+        warm_start,
+        init_spread,
+        map_steps,
+        map_lr,
+        keep_weights,
+        checkpoint,
+        progress,
+    ) -> None:
         self.s = setup
         self.potential = potential
         self.predict = predict
@@ -325,9 +392,13 @@ class _Run:
         self.progress = progress
         self.device = potential.initial_theta().device
         self.generator = torch.Generator(device=self.device).manual_seed(setup.seed)
-        self.batches = EpochBatches(potential.num_examples or 1, setup.batch_size,
-                                    setup.num_chains, generator=self.generator,
-                                    device=self.device)
+        self.batches = EpochBatches(
+            potential.num_examples or 1,
+            setup.batch_size,
+            setup.num_chains,
+            generator=self.generator,
+            device=self.device,
+        )
         self.config = {**setup.config, **config, "keep_weights": keep_weights}
         self.warm_start = warm_start
         self.init_spread = _checks.nonnegative_float("init_spread", init_spread)
@@ -345,14 +416,15 @@ class _Run:
             theta0 = self._starts()
             algorithm, state, step_size, metric = self._warmup(theta0)
             progress = _Progress(iteration=0, draws_done=0, step_scale=1.0, backoffs=[])
-            buffers = _new_buffers(self.s.num_chains, self.s.num_samples, self.keep_weights,
-                                   self.potential.layout.dim)
+            buffers = _new_buffers(
+                self.s.num_chains, self.s.num_samples, self.keep_weights, self.potential.layout.dim
+            )
             elapsed = 0.0
         else:
-            algorithm, state, step_size, metric, progress, buffers, elapsed = self._restore(
-                resumed)
-        result = self._sampling(algorithm, state, step_size, metric, progress, buffers,
-                                start_time - elapsed)
+            algorithm, state, step_size, metric, progress, buffers, elapsed = self._restore(resumed)
+        result = self._sampling(
+            algorithm, state, step_size, metric, progress, buffers, start_time - elapsed
+        )
         if result.convergence is not None and not result.convergence.converged:
             warnings.warn(result.convergence.message, ConvergenceWarning, stacklevel=3)
         return result
@@ -364,8 +436,10 @@ class _Run:
         warm = self.warm_start
         if isinstance(warm, SamplingResult):
             if warm.weights is None:
-                raise ValueError("warm_start: the SamplingResult kept no weights "
-                                 "(sample it with keep_weights=True to continue its chains)")
+                raise ValueError(
+                    "warm_start: the SamplingResult kept no weights "
+                    "(sample it with keep_weights=True to continue its chains)"
+                )
             warm = {name: value[:, -1] for name, value in warm.weights.items()}
         if isinstance(warm, Mapping):
             values = {k: torch.as_tensor(v).to(self.device) for k, v in warm.items()}
@@ -378,44 +452,72 @@ class _Run:
             warm = warm.to(self.device, torch.get_default_dtype()).detach()
             if warm.dim() == 2:
                 if warm.shape != (c, layout.dim):
-                    raise ValueError(f"warm_start must have {c} chains of {layout.dim} "
-                                     f"weights, got shape {tuple(warm.shape)}")
+                    raise ValueError(
+                        f"warm_start must have {c} chains of {layout.dim} "
+                        f"weights, got shape {tuple(warm.shape)}"
+                    )
                 return warm.clone()
             if warm.shape != (layout.dim,):
-                raise ValueError(f"warm_start must have {layout.dim} weights, got shape "
-                                 f"{tuple(warm.shape)}")
+                raise ValueError(
+                    f"warm_start must have {layout.dim} weights, got shape {tuple(warm.shape)}"
+                )
             center = warm
         elif warm is None:
             center = self.potential.initial_theta()
         elif warm == "map":
-            center = find_map(self.potential, self.potential.initial_theta(),
-                              steps=self.map_steps, lr=self.map_lr,
-                              batch_size=self.s.batch_size, generator=self.generator)
+            center = find_map(
+                self.potential,
+                self.potential.initial_theta(),
+                steps=self.map_steps,
+                lr=self.map_lr,
+                batch_size=self.s.batch_size,
+                generator=self.generator,
+            )
         else:
-            raise ValueError(f"warm_start must be 'map', weights, a SamplingResult or None, "
-                             f"got {warm!r}")
-        return dispersed(self.potential, center, c, self.init_spread, self.generator,
-                         self.prior_variance)
+            raise ValueError(
+                f"warm_start must be 'map', weights, a SamplingResult or None, got {warm!r}"
+            )
+        return dispersed(
+            self.potential, center, c, self.init_spread, self.generator, self.prior_variance
+        )
 
     # -- warm-up ---------------------------------------------------------------------------------
     def _warmup(self, theta0: torch.Tensor):
         s = self.s
-        warmup = Warmup(s.algorithm, self.potential, s.warmup_steps, self.value_and_grad,
-                        self.generator, self.prior_variance, s.step_size,
-                        minibatch=s.batch_size is not None)
+        warmup = Warmup(
+            s.algorithm,
+            self.potential,
+            s.warmup_steps,
+            self.value_and_grad,
+            self.generator,
+            self.prior_variance,
+            s.step_size,
+            minibatch=s.batch_size is not None,
+        )
         state = s.algorithm.init(theta0, self.value_and_grad)
         warmup.start(state)
-        bar = tqdm(total=s.warmup_steps, disable=not self.progress,
-                   desc=f"BKD {s.algorithm.name} warm-up")
+        bar = tqdm(
+            total=s.warmup_steps, disable=not self.progress, desc=f"BKD {s.algorithm.name} warm-up"
+        )
         for iteration in range(s.warmup_steps):
-            state, info = warmup.algorithm.step(state, self.value_and_grad, warmup.step_size,
-                                                warmup.metric, self.generator, s.temperature)
+            state, info = warmup.algorithm.step(
+                state,
+                self.value_and_grad,
+                warmup.step_size,
+                warmup.metric,
+                self.generator,
+                s.temperature,
+            )
             state = warmup.observe(iteration, state, info)
             if (iteration + 1) % WARMUP_CHECK_EVERY == 0 and not bool(
                 torch.isfinite(state.potential).all()
             ):
-                raise NonFiniteError(iteration + 1, None, detail="in warm-up; lower step_size "
-                                     "or check the data and the student for NaN/inf")
+                raise NonFiniteError(
+                    iteration + 1,
+                    None,
+                    detail="in warm-up; lower step_size "
+                    "or check the data and the student for NaN/inf",
+                )
             bar.update(1)
         bar.close()
         return warmup.algorithm, state, warmup.step_size, warmup.metric
@@ -425,28 +527,43 @@ class _Run:
         s = self.s
         total = s.num_samples * s.thin
         chunk = _draw_chunk(s.num_chains, self.potential.layout.dim)
-        floor = _runaway_floor(self.potential, state.theta, s.batch_size, s.temperature,
-                               s.seed)
+        floor = _runaway_floor(self.potential, state.theta, s.batch_size, s.temperature, s.seed)
         good = _Snapshot.take(state, progress, self)
         monitor = FiniteMonitor(block=10**9, first_step=progress.iteration, floor=floor)
         pending: list[tuple[torch.Tensor, ...]] = []
-        bar = tqdm(total=total, initial=progress.iteration, disable=not self.progress,
-                   desc=f"BKD {algorithm.name}")
+        bar = tqdm(
+            total=total,
+            initial=progress.iteration,
+            disable=not self.progress,
+            desc=f"BKD {algorithm.name}",
+        )
         while progress.iteration < total:
             eps = _scaled(step_size, progress.step_scale)
-            state, info = algorithm.step(state, self.value_and_grad, eps, metric,
-                                         self.generator, s.temperature)
+            state, info = algorithm.step(
+                state, self.value_and_grad, eps, metric, self.generator, s.temperature
+            )
             grad_norm = state.grad.norm(dim=-1)
             monitor.record(-state.potential, grad_norm)
             progress.iteration += 1
             kept = progress.iteration % s.thin == 0
             if kept:  # stays on the device until the chunk is flushed: no sync per draw
-                pending.append((state.theta, -state.potential, grad_norm, info.accept_prob,
-                                torch.as_tensor(eps, dtype=state.theta.dtype).expand(
-                                    s.num_chains).to(state.theta.device)))
+                pending.append(
+                    (
+                        state.theta,
+                        -state.potential,
+                        grad_norm,
+                        info.accept_prob,
+                        torch.as_tensor(eps, dtype=state.theta.dtype)
+                        .expand(s.num_chains)
+                        .to(state.theta.device),
+                    )
+                )
                 progress.draws_done += 1
-            at_checkpoint = (self.checkpoint is not None and kept
-                             and progress.draws_done % s.checkpoint_every == 0)
+            at_checkpoint = (
+                self.checkpoint is not None
+                and kept
+                and progress.draws_done % s.checkpoint_every == 0
+            )
             if len(pending) == chunk or at_checkpoint or progress.iteration == total:
                 try:
                     monitor.check()
@@ -454,29 +571,38 @@ class _Run:
                     if s.on_nonfinite == "raise" or len(progress.backoffs) >= MAX_BACKOFFS:
                         if s.on_nonfinite == "backoff":
                             raise NonFiniteError(
-                                error.step, error.last_finite_log_joint, error.chain,
+                                error.step,
+                                error.last_finite_log_joint,
+                                error.chain,
                                 detail=f"gave up after {MAX_BACKOFFS} step-size halvings; the "
                                 "fault does not go away with smaller steps: check the data "
-                                "and the student for NaN/inf") from error
+                                "and the student for NaN/inf",
+                            ) from error
                         raise
                     state, progress = good.restore(self, progress, error.step)
                     pending = []
-                    monitor = FiniteMonitor(block=10**9, first_step=progress.iteration,
-                                            floor=floor)
+                    monitor = FiniteMonitor(block=10**9, first_step=progress.iteration, floor=floor)
                     bar.n = progress.iteration
                     continue
                 _flush(pending, buffers, progress.draws_done, self.predict, self.keep_weights)
                 pending = []
                 good = _Snapshot.take(state, progress, self)
                 if self.checkpoint is not None and (at_checkpoint or progress.iteration == total):
-                    _save_checkpoint(self.checkpoint, self.config, good, algorithm, step_size,
-                                     metric, buffers, time.perf_counter() - started)
+                    _save_checkpoint(
+                        self.checkpoint,
+                        self.config,
+                        good,
+                        algorithm,
+                        step_size,
+                        metric,
+                        buffers,
+                        time.perf_counter() - started,
+                    )
             if progress.iteration % 50 == 0 or progress.iteration == total:
                 bar.n = progress.iteration
                 bar.refresh()
         bar.close()
-        weights = self.potential.layout.unflatten(buffers["weights"]) if self.keep_weights \
-            else None
+        weights = self.potential.layout.unflatten(buffers["weights"]) if self.keep_weights else None
         stats = {k: buffers[k] for k in ("lp", "grad_norm", "step_size", "accept_prob")}
         probs = buffers.get("probs")
         config = {**self.config, "step_size": as_float(step_size)}
@@ -494,23 +620,40 @@ class _Run:
     def _restore(self, payload: dict):
         saved = payload["state"]
         dev = self.device
-        state = ChainState(**{k: None if v is None else v.to(dev)
-                              for k, v in saved["chain"].items()})
+        state = ChainState(
+            **{k: None if v is None else v.to(dev) for k, v in saved["chain"].items()}
+        )
         algorithm = self.s.algorithm
         if saved["gradient_noise"] is not None:
-            algorithm = dataclasses.replace(algorithm,
-                                            gradient_noise=saved["gradient_noise"].to(dev))
+            algorithm = dataclasses.replace(
+                algorithm, gradient_noise=saved["gradient_noise"].to(dev)
+            )
         step_size = saved["step_size"]
         if isinstance(step_size, torch.Tensor):
             step_size = step_size.to(dev)
         metric = saved["metric"].to(dev)
-        progress = _Progress(int(saved["iteration"]), int(saved["draws_done"]),
-                             float(saved["step_scale"]), list(saved["backoffs"]))
+        progress = _Progress(
+            int(saved["iteration"]),
+            int(saved["draws_done"]),
+            float(saved["step_scale"]),
+            list(saved["backoffs"]),
+        )
         self.generator.set_state(saved["generator_state"])
-        self.batches.load_state_dict({k: v.to(dev) if isinstance(v, torch.Tensor) else v
-                                      for k, v in saved["batches"].items()})
-        return (algorithm, state, step_size, metric, progress, payload["buffers"],
-                payload["wall_seconds"])
+        self.batches.load_state_dict(
+            {
+                k: v.to(dev) if isinstance(v, torch.Tensor) else v
+                for k, v in saved["batches"].items()
+            }
+        )
+        return (
+            algorithm,
+            state,
+            step_size,
+            metric,
+            progress,
+            payload["buffers"],
+            payload["wall_seconds"],
+        )
 
 
 @dataclasses.dataclass
@@ -532,12 +675,14 @@ class _Snapshot:
 
     @classmethod
     def take(cls, state: ChainState, progress: _Progress, run: _Run) -> _Snapshot:
-        return cls(state, dataclasses.replace(progress, backoffs=list(progress.backoffs)),
-                   run.generator.get_state(), dict(run.batches.state_dict()))
+        return cls(
+            state,
+            dataclasses.replace(progress, backoffs=list(progress.backoffs)),
+            run.generator.get_state(),
+            dict(run.batches.state_dict()),
+        )
 
-    def restore(
-        self, run: _Run, current: _Progress, bad_step: int
-    ) -> tuple[ChainState, _Progress]:
+    def restore(self, run: _Run, current: _Progress, bad_step: int) -> tuple[ChainState, _Progress]:
         """Back to this snapshot with ``bad_step`` added to the back-offs of ``current`` and
         the step halved once per back-off since the snapshot (so repeated back-offs from one
         snapshot keep halving)."""
@@ -557,12 +702,10 @@ def _renamed(deprecated: dict, warmup_steps, num_chains):
     if unknown:
         raise TypeError(f"sample() got unexpected keyword arguments {sorted(unknown)}")
     if "warmup" in deprecated:
-        warnings.warn("sample(warmup=) is renamed warmup_steps=", DeprecationWarning,
-                      stacklevel=3)
+        warnings.warn("sample(warmup=) is renamed warmup_steps=", DeprecationWarning, stacklevel=3)
         warmup_steps = deprecated["warmup"]
     if "chains" in deprecated:
-        warnings.warn("sample(chains=) is renamed num_chains=", DeprecationWarning,
-                      stacklevel=3)
+        warnings.warn("sample(chains=) is renamed num_chains=", DeprecationWarning, stacklevel=3)
         num_chains = deprecated["chains"]
     return warmup_steps, num_chains
 
@@ -589,11 +732,14 @@ def _runaway_floor(potential, theta, batch_size, temperature, seed, num_batches=
         if batch_size is None or batch_size >= n:
             return floor
         generator = torch.Generator().manual_seed(seed)
-        estimates = torch.stack([
-            potential.log_joint(
-                theta0, torch.randperm(n, generator=generator)[:batch_size].to(theta0.device))
-            for _ in range(num_batches)
-        ])
+        estimates = torch.stack(
+            [
+                potential.log_joint(
+                    theta0, torch.randperm(n, generator=generator)[:batch_size].to(theta0.device)
+                )
+                for _ in range(num_batches)
+            ]
+        )
     return min(floor, start - 20.0 * float(estimates.std()))
 
 
@@ -633,8 +779,9 @@ def _flush(pending, buffers, draws_done, predict, keep_weights) -> None:
         buffers["probs"][:, lo:hi] = probs
 
 
-def _save_checkpoint(path, config, good: _Snapshot, algorithm, step_size, metric, buffers,
-                     wall_seconds: float) -> None:
+def _save_checkpoint(
+    path, config, good: _Snapshot, algorithm, step_size, metric, buffers, wall_seconds: float
+) -> None:
     noise = getattr(algorithm, "gradient_noise", None)
     state = {
         "chain": good.state.to_dict(),
@@ -648,8 +795,7 @@ def _save_checkpoint(path, config, good: _Snapshot, algorithm, step_size, metric
         "generator_state": good.generator_state,
         "batches": good.batches,
     }
-    payload = {"config": config, "state": state, "buffers": buffers,
-               "wall_seconds": wall_seconds}
+    payload = {"config": config, "state": state, "buffers": buffers, "wall_seconds": wall_seconds}
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 

@@ -65,7 +65,7 @@ class HMCStep(Algorithm):
         target_accept: the mean acceptance probability that warm-up aims at.
     """
 
-    num_steps: int = 32
+    num_steps: int = 64
     target_accept: float = 0.8
     name: ClassVar[str] = "hmc"
     full_batch: ClassVar[bool] = True
@@ -95,8 +95,9 @@ class HMCStep(Algorithm):
                 potential, grad = base(theta)
                 return potential / temperature, grad / temperature
 
-            state = state.with_(potential=state.potential / temperature,
-                                grad=state.grad / temperature)
+            state = state.with_(
+                potential=state.potential / temperature, grad=state.grad / temperature
+            )
         momentum = standard_normal(state.theta, generator) / metric.sqrt()
         proposal, end_momentum = leapfrog(
             state, momentum, value_and_grad, step_size, metric, length
@@ -107,7 +108,9 @@ class HMCStep(Algorithm):
         log_accept = (-energy_change).nan_to_num(nan=-torch.inf).clamp(max=0.0)
         accept_prob = log_accept.exp()
         uniform = torch.rand(
-            accept_prob.shape, generator=generator, device=accept_prob.device,
+            accept_prob.shape,
+            generator=generator,
+            device=accept_prob.device,
             dtype=accept_prob.dtype,
         )
         accepted = uniform < accept_prob

@@ -125,8 +125,7 @@ class BKDKernel(MCMCKernel):
         if self._returned is not None and _same_tensors(params, self._returned[1]):
             state = self._state  # MCMC passed back our last draw
         else:
-            state = self.algorithm.init(layout.flatten(params).detach()[None],
-                                        self._value_and_grad)
+            state = self.algorithm.init(layout.flatten(params).detach()[None], self._value_and_grad)
             if self._warmup is None:
                 self._start_warmup(state)
         for _ in range(self.thin):
@@ -197,12 +196,16 @@ class BKDKernel(MCMCKernel):
     def _iterate(self, state: ChainState) -> ChainState:
         warm = self._warmup
         step_size = warm.step_size if self.schedule is None else self.schedule(self._iteration)
-        state, info = warm.algorithm.step(state, self._value_and_grad, step_size, warm.metric,
-                                          None, self.temperature)
+        state, info = warm.algorithm.step(
+            state, self._value_and_grad, step_size, warm.metric, None, self.temperature
+        )
         if self._iteration < warm.num_warmup:
             state = warm.observe(self._iteration, state, info)
-        self._last_step_size = float(step_size) if not isinstance(step_size, torch.Tensor) \
+        self._last_step_size = (
+            float(step_size)
+            if not isinstance(step_size, torch.Tensor)
             else float(step_size.reshape(-1)[0])
+        )
         self._last_accept = info.accept_prob[0]
         if self._monitor.record(-state.potential[0], state.grad[0].norm()):
             self._monitor.check()

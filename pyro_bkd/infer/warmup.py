@@ -87,8 +87,11 @@ class Warmup:
             if self.algorithm.metric_rule != "identity":
                 self.metric = self.estimator.value()
             self.estimator.reset()
-            if (self.minibatch and isinstance(self.algorithm, SGHMCStep)
-                    and self.algorithm.correct_noise):
+            if (
+                self.minibatch
+                and isinstance(self.algorithm, SGHMCStep)
+                and self.algorithm.correct_noise
+            ):
                 noise = self._gradient_noise(state.theta)
                 self.algorithm = dataclasses.replace(self.algorithm, gradient_noise=noise)
             if self.fixed_step is None:
@@ -111,10 +114,15 @@ class Warmup:
             for c in range(theta.shape[0])
         ]
         if not all(k > 0 for k in curvatures):
-            raise ValueError("the potential has no positive curvature at the chains' points; "
-                             "pass step_size explicitly")
-        steps = torch.tensor([self.algorithm.step_from_curvature(k) for k in curvatures],
-                             dtype=theta.dtype, device=theta.device)
+            raise ValueError(
+                "the potential has no positive curvature at the chains' points; "
+                "pass step_size explicitly"
+            )
+        steps = torch.tensor(
+            [self.algorithm.step_from_curvature(k) for k in curvatures],
+            dtype=theta.dtype,
+            device=theta.device,
+        )
         noise = getattr(self.algorithm, "gradient_noise", None)
         if noise is not None:
             steps = torch.minimum(steps, self.algorithm.step_from_noise(self.metric * noise))

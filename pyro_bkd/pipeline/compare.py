@@ -11,8 +11,9 @@ same KD warm start with a fixed budget (:data:`PRESETS`), and writes
 
 Columns: accuracy, NLL, Brier, ECE and MD-AUROC of the posterior-mean prediction
 ``qbar(x) = mean_s q^(s)(x)``; the mean width of the 95% equal-tailed intervals; coverage of
-``p*`` (synthetic data only, ``None`` here); R-hat and bulk ESS of the Markov chains (``sgld``,
-``psgld``, ``nuts``; the other methods' draws are independent); the test-set ELPD
+``p*`` (synthetic data only, ``None`` here); R-hat, bulk ESS and the convergence verdict of the
+Markov chains (``hmc``, ``sghmc``, ``sgld``, ``psgld``, ``nuts``; the other methods' draws are
+independent); the test-set ELPD
 ``sum_n log qbar_{y_n}(x_n)`` with its standard error ``sqrt(N var_n(e_n))`` and, against the
 best method, the difference and its paired standard error ``sqrt(N var_n(e_n - e_n^best))``
 (as ``az.compare`` does, but on held-out labels, so no PSIS approximation is needed); wall
@@ -40,6 +41,7 @@ from torch import nn
 from pyro_bkd import __version__, _atomic, export, metrics
 from pyro_bkd.data import Dataset, DistillationData, few_shot_indices, load_dataset, standardize
 from pyro_bkd.distill import train_student_kd, weight_decay_for_prior
+from pyro_bkd.infer.verdict import diagnose
 from pyro_bkd.kd import strength_from_alpha
 from pyro_bkd.pipeline.common import (
     Log,
@@ -55,6 +57,7 @@ from pyro_bkd.pipeline.common import (
     write_json,
 )
 from pyro_bkd.pipeline.methods import (
+    MARKOV_CHAINS,
     METHODS,
     MethodBudget,
     MethodInputs,
@@ -78,6 +81,8 @@ DEFAULT_METHODS: tuple[str, ...] = (
     "student",
     "kd",
     "map",
+    "hmc",
+    "sghmc",
     "sgld",
     "psgld",
     "svi-normal",
@@ -86,8 +91,6 @@ DEFAULT_METHODS: tuple[str, ...] = (
     "ensemble",
 )
 COMPARE_DATASETS: tuple[str, ...] = TEACHER_DATASETS
-#: Methods whose draws come from Markov chains (R-hat and bulk ESS are reported for them).
-MARKOV_CHAINS: tuple[str, ...] = ("sgld", "psgld", "nuts")
 #: Row labels of the BKD paper's comparison.
 PAPER_NAMES: dict[str, str] = {
     "teacher": "teacher",
@@ -96,6 +99,8 @@ PAPER_NAMES: dict[str, str] = {
     "svi-normal": "KD + BNN (SVI mean-field)",
     "mc-dropout": "KD + MC dropout",
     "ensemble": "KD deep ensemble",
+    "hmc": "BKD (HMC)",
+    "sghmc": "BKD (SGHMC)",
     "sgld": "BKD (SGLD)",
     "psgld": "BKD (pSGLD)",
 }
@@ -111,6 +116,7 @@ COLUMNS: tuple[str, ...] = (
     "coverage",
     "max_rhat",
     "min_ess_bulk",
+    "verdict",
     "elpd_test",
     "elpd_se",
     "elpd_diff",
@@ -149,9 +155,7 @@ PRESETS: dict[str, Preset] = {
         student="mlp:32",
         teacher_epochs=40,
         teacher_lr=0.05,
-        budget=MethodBudget(
-            num_samples=100, warmup=1000, thin=10, chains=4, svi_steps=1500, kd_epochs=60
-        ),
+        budget=MethodBudget(num_samples=100, chains=4, svi_steps=1500, kd_epochs=60),
     ),
     "mnist": Preset(
         teacher="mlp:256,256",
@@ -478,7 +482,9 @@ def _budget_of(method: str, budget: MethodBudget) -> MethodBudget:
     200 warm-up steps and 2 chains (each draw costs up to 2^10 gradient evaluations)."""
     if method != "nuts":
         return budget
-    return replace(budget, thin=1, warmup=min(budget.warmup, 200), chains=min(budget.chains, 2))
+    return replace(
+        budget, thin=1, warmup=min(budget.warmup or 200, 200), chains=min(budget.chains, 2)
+    )
 
 
 def _point_output(student: nn.Module, x_test: torch.Tensor, method: str) -> MethodOutput:
@@ -521,6 +527,8 @@ def _table(
                 row["mean_interval_width"] = None  # a point estimate has no interval
             if method not in MARKOV_CHAINS:  # independent draws: R-hat and ESS say nothing
                 row["max_rhat"] = row["min_ess_bulk"] = None
+            else:
+                row["verdict"] = diagnose(probs).status
             e = pointwise[method]
             n = e.shape[0]
             row["elpd_test"] = float(e.sum())

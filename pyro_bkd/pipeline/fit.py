@@ -21,6 +21,8 @@ import torch
 from pyro_bkd import __version__, export, metrics
 from pyro_bkd.data import DistillationData
 from pyro_bkd.distill import train_student_kd
+from pyro_bkd.infer.driver import DEFAULT_BUDGETS, DEFAULT_METHOD
+from pyro_bkd.infer.driver import METHODS as SAMPLERS
 from pyro_bkd.kd import alpha_from_strength
 from pyro_bkd.pipeline.common import (
     Log,
@@ -186,7 +188,8 @@ def _class_probs(name: str, array: np.ndarray, m: int, k: int) -> torch.Tensor:
 class FitOptions:
     """Options of :func:`run_fit` (the ``fit`` subcommand). ``None`` means the method's default.
 
-    Method defaults: ``sgld``/``psgld``: 200 draws, 1000 warm-up steps, thin 10, 4 chains;
+    Method defaults: ``hmc`` (the default method), ``sghmc``, ``sgld``, ``psgld``: 200 draws
+    and 4 chains with the warm-up and thinning of :data:`pyro_bkd.infer.driver.DEFAULT_BUDGETS`;
     ``nuts``: 200 draws, 200 warm-up steps, thin 1, 2 chains; ``svi-*``: 200 guide draws;
     ``map``: 1 draw; ``mc-dropout``: 200 dropout masks (rate ``dropout``); ``ensemble``: 5
     members (``num_samples`` is the ensemble size). ``mc-dropout`` and ``ensemble`` train
@@ -199,7 +202,7 @@ class FitOptions:
     temperature: float = 4.0
     strength: float = 1.0
     prior_scale: float | None = 1.0
-    method: str = "sgld"
+    method: str = DEFAULT_METHOD
     num_samples: int | None = None
     warmup: int | None = None
     chains: int | None = None
@@ -220,9 +223,9 @@ class FitOptions:
     def resolved(self) -> FitOptions:
         """A copy with method defaults filled in, after checking every option."""
         check_fit_options(self)
+        chain = {m: (200, *DEFAULT_BUDGETS[m][:1], 4, DEFAULT_BUDGETS[m][1]) for m in SAMPLERS}
         defaults = {
-            "sgld": (200, 1000, 4, 10),
-            "psgld": (200, 1000, 4, 10),
+            **chain,
             "nuts": (200, 200, 2, 1),
             "svi-normal": (200, 0, 1, 1),
             "svi-lowrank": (200, 0, 1, 1),
@@ -391,6 +394,9 @@ def run_fit(options: FitOptions, log: Log = quiet) -> dict[str, Any]:
     }
     if "divergences" in config:
         values["divergences"] = config["divergences"]
+    if "convergence" in config:
+        values["convergence"] = config["convergence"]
+        log(f"verdict: {config['convergence']['message']}")
     if data.teacher_logits_test is not None:
         values["teacher"] = point_metrics(data.teacher_logits_test, data.y_test)
     values["settings"] = {

@@ -5,7 +5,8 @@ student as warm start, the training data with teacher logits, the test inputs an
 hyper-parameters ``tau``, ``lam``, ``sigma``) and returns the class probabilities at the test
 inputs as draws ``[chain, draw, N, K]`` (:class:`MethodOutput`):
 
-- ``sgld``/``psgld``: :func:`pyro_bkd.sample`, chains started at the KD student;
+- ``hmc``/``sghmc``/``sgld``/``psgld``: :func:`pyro_bkd.sample`, chains dispersed around the
+  KD student;
 - ``map``/``svi-normal``/``svi-lowrank``: :func:`pyro_bkd.infer.svi.fit_svi` with a delta,
   mean-field normal or low-rank normal guide, started at the KD student, then guide draws;
 - ``nuts``: ``pyro.infer.MCMC(NUTS(model))`` on the full data (small students only);
@@ -35,7 +36,11 @@ from pyro_bkd.model import BKDModel
 from pyro_bkd.pipeline.common import cuda_indices, num_weights
 from pyro_bkd.predictive import predict_probs
 
+#: The Markov-chain methods, run by :func:`pyro_bkd.sample` (R-hat and ESS apply).
+MARKOV_CHAINS: tuple[str, ...] = ("hmc", "sghmc", "sgld", "psgld", "nuts")
 METHODS: tuple[str, ...] = (
+    "hmc",
+    "sghmc",
     "sgld",
     "psgld",
     "map",
@@ -62,15 +67,17 @@ class MethodBudget:
 
     ``num_samples`` is the number of kept draws per chain (guide draws for SVI, dropout masks
     for ``mc-dropout``) and ``ensemble_size`` the members of ``ensemble``. ``warmup``,
-    ``thin``, ``chains`` and ``step_size`` (``None``: the curvature default of
-    :func:`pyro_bkd.sample`) apply to the Markov chains; ``svi_steps`` and ``lr`` to SVI;
+    ``thin`` (``None``: the method's defaults in :func:`pyro_bkd.sample`), ``chains``,
+    ``batch_size`` (minibatch of the stochastic-gradient chains and of training; HMC always
+    uses the full data) and ``step_size`` (``None``: adapted in warm-up) apply to the Markov
+    chains; ``svi_steps`` and ``lr`` to SVI;
     ``kd_epochs`` and ``lr`` to the KD training of ``mc-dropout`` and of each ``ensemble``
     member; ``dropout_rate`` is ``p`` of MC dropout.
     """
 
     num_samples: int = 200
-    warmup: int = 1000
-    thin: int = 10
+    warmup: int | None = None
+    thin: int | None = None
     chains: int = 4
     batch_size: int = 128
     step_size: float | None = None
@@ -175,8 +182,8 @@ def check_method(method: str, valid: tuple[str, ...] = METHODS) -> str:
 def run_method(method: str, inputs: MethodInputs, budget: MethodBudget) -> MethodOutput:
     """Run one method of :data:`METHODS` (see the module docstring)."""
     check_method(method)
-    if method in ("sgld", "psgld"):
-        return _run_sgld(method, inputs, budget)
+    if method in MARKOV_CHAINS and method != "nuts":
+        return _run_chain(method, inputs, budget)
     if method in SVI_GUIDES:
         return _run_svi(method, inputs, budget)
     if method == "nuts":
@@ -186,17 +193,19 @@ def run_method(method: str, inputs: MethodInputs, budget: MethodBudget) -> Metho
     return _run_ensemble(inputs, budget)
 
 
-def _run_sgld(method: str, inputs: MethodInputs, budget: MethodBudget) -> MethodOutput:
+def _run_chain(method: str, inputs: MethodInputs, budget: MethodBudget) -> MethodOutput:
+    """:func:`pyro_bkd.sample` from the KD student (chains dispersed around it); HMC on the
+    full data, the stochastic-gradient methods on minibatches of ``budget.batch_size``."""
     model = inputs.model()
     result = sample(
         model,
         inputs.train,
-        method=method,  # type: ignore[arg-type]
+        method=method,
         num_samples=budget.num_samples,
-        warmup=budget.warmup,
+        warmup_steps=budget.warmup,
         thin=budget.thin,
-        chains=budget.chains,
-        batch_size=budget.batch_size,
+        num_chains=budget.chains,
+        batch_size=None if method == "hmc" else budget.batch_size,
         step_size=budget.step_size,
         x_test=inputs.x_test,
         keep_weights=inputs.keep_weights,
@@ -206,11 +215,9 @@ def _run_sgld(method: str, inputs: MethodInputs, budget: MethodBudget) -> Method
         progress=inputs.progress,
     )
     assert result.probs is not None
-    config = {
-        **result.config,
-        "step_size": float(result.sample_stats["step_size"].flatten()[0]),
-        "sampling_seconds": result.wall_seconds,
-    }
+    config = {**result.config, "sampling_seconds": result.wall_seconds}
+    if result.convergence is not None:
+        config["convergence"] = result.convergence.to_dict()
     if result.backoffs:
         config["backoffs"] = result.backoffs
     return MethodOutput(result.probs, result.sample_stats, result.weights, config)
@@ -270,14 +277,16 @@ def _run_nuts(inputs: MethodInputs, budget: MethodBudget) -> MethodOutput:
             )
             mcmc = MCMC(
                 kernel,
-                num_samples=budget.num_samples * budget.thin,
-                warmup_steps=budget.warmup,
+                num_samples=budget.num_samples * (budget.thin or 1),
+                warmup_steps=budget.warmup or 200,
                 num_chains=1,
                 disable_progbar=not inputs.progress,
             )
             mcmc.run(data.x, data.y, data.teacher_logits)
         samples = mcmc.get_samples()
-        per_chain.append({name: value[:: budget.thin].detach() for name, value in samples.items()})
+        per_chain.append(
+            {name: value[:: budget.thin or 1].detach() for name, value in samples.items()}
+        )
         divergences += len(mcmc.diagnostics().get("divergences", {}).get("chain 0", []))
     draws = {name: torch.stack([chain[name] for chain in per_chain]) for name in model.site_names}
     probs = predict_probs(model.student, draws, inputs.x_test)
