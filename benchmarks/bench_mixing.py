@@ -38,7 +38,7 @@ from pyro_bkd.convergence import rank_rhat_and_ess_bulk
 
 #: name -> keyword arguments of pyro_bkd.sample (budgets sized for about 2 minutes).
 SETTINGS: dict[str, dict] = {
-    "default": {},  # hmc, num_steps 64, 300 warm-up iterations, 200 draws
+    "default": {},  # sghmc full batch, friction 0.01, step 0.7, 8000 + 200 x 40 steps
     "hmc-32": {
         "method": "hmc",
         "warmup_steps": 400,
@@ -75,6 +75,34 @@ SETTINGS: dict[str, dict] = {
         "algorithm_options": {"friction": 0.01, "step_factor": 1.0},
     },
     "sghmc": {"method": "sghmc", "warmup_steps": 8000, "num_samples": 200, "thin": 40},
+    "sghmc-f0.005": {
+        "method": "sghmc",
+        "warmup_steps": 8000,
+        "num_samples": 200,
+        "thin": 40,
+        "algorithm_options": {"friction": 0.005, "step_factor": 1.0},
+    },
+    "sghmc-f0.01-s1.5": {
+        "method": "sghmc",
+        "warmup_steps": 8000,
+        "num_samples": 200,
+        "thin": 40,
+        "algorithm_options": {"friction": 0.01, "step_factor": 1.5},
+    },
+    "sghmc-f0.01-s0.7": {
+        "method": "sghmc",
+        "warmup_steps": 8000,
+        "num_samples": 200,
+        "thin": 40,
+        "algorithm_options": {"friction": 0.01, "step_factor": 0.7},
+    },
+    "sghmc-f0.01-w4k": {
+        "method": "sghmc",
+        "warmup_steps": 4000,
+        "num_samples": 200,
+        "thin": 60,
+        "algorithm_options": {"friction": 0.01, "step_factor": 1.0},
+    },
     "sghmc-b128": {
         "method": "sghmc",
         "batch_size": 128,

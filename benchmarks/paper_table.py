@@ -1,8 +1,9 @@
 """The BKD paper's comparison on real data, 3 seeds, written into ``docs/results.md``.
 
 Rows: those of Fang et al. (2024), teacher, student alone, KD, KD + BNN (SVI mean-field), KD +
-MC dropout and BKD (SGLD), plus a deep ensemble of KD students and BKD by pSGLD; ``--methods``
-picks any methods of ``pyro-bkd compare``. Data
+MC dropout and BKD (by the default sampler, SGHMC, and by SGLD), plus a deep ensemble of KD
+students and BKD by pSGLD; ``--methods`` picks any methods of ``pyro-bkd compare``. Markov
+chains carry their convergence verdict; failed runs are listed as failed, never averaged. Data
 sets and architectures are the presets of :data:`pyro_bkd.pipeline.PRESETS`:
 
 - MNIST: MLP 784-256-256-10 teacher -> MLP 784-32-10 student (10,000 training images, a
@@ -42,7 +43,7 @@ from pyro_bkd.report import mean_sd, write_marked_section
 
 MARKER = "paper_table"  # docs/results.md section: <!-- paper_table:begin/end -->
 DATASETS = ("mnist", "fashion-mnist", "cifar10-subset")
-PAPER_METHODS = ("student", "kd", "svi-normal", "mc-dropout", "ensemble", "sgld", "psgld")
+PAPER_METHODS = ("student", "kd", "svi-normal", "mc-dropout", "ensemble", "sghmc", "sgld", "psgld")
 METRICS = (("accuracy", "acc (%)", 100.0, 2), ("nll", "NLL", 1.0, 3), ("ece", "ECE", 1.0, 3))
 METRICS += (("md_auroc", "MD-AUROC", 1.0, 3),)
 #: Numbers the papers report (SPEC.md section 7), quoted beside ours.
@@ -102,7 +103,7 @@ def finished_run(out: Path, methods: Sequence[str], quick: bool) -> dict | None:
 
 def format_block(per_run: list[dict], args: argparse.Namespace, minutes: float) -> str:
     """The Markdown section: command, table, the papers' numbers and the settings."""
-    header = ["data set", "method", *(title for _, title, _, _ in METRICS), "time (s)"]
+    header = ["data set", "method", *(title for _, title, _, _ in METRICS), "time (s)", "verdict"]
     lines = [
         f"Command: `python benchmarks/paper_table.py {' '.join(args.argv)}`".rstrip() + "; "
         f"seeds {list(args.seeds)}; {torch.get_num_threads()} torch thread(s); wall time "
@@ -122,7 +123,8 @@ def format_block(per_run: list[dict], args: argparse.Namespace, minutes: float) 
             if len(ok) < len(rows):
                 time_cell += f" ({len(rows) - len(ok)} failed)"
             name = PAPER_NAMES.get(method, method)
-            lines.append("| " + " | ".join([dataset, name, *cells, time_cell]) + " |")
+            verdict = verdict_cell([r.get("verdict") for r in ok])
+            lines.append("| " + " | ".join([dataset, name, *cells, time_cell, verdict]) + " |")
     lines += ["", PAPER_ANCHORS, "", "Settings of each data set (from `PRESETS`):", ""]
     for dataset in args.datasets:
         settings = next(r["settings"] for r in per_run if r["dataset"] == dataset)
@@ -131,8 +133,9 @@ def format_block(per_run: list[dict], args: argparse.Namespace, minutes: float) 
             f"- {dataset}: teacher {settings['teacher']} ({settings['teacher_epochs']} "
             f"epochs), student {settings['student']} ({settings['student_weights']} weights), "
             f"{settings['num_train']} train / {settings['num_test']} test; KD "
-            f"{budget['kd_epochs']} epochs; SGLD {budget['chains']} chains x "
-            f"({budget['warmup']} warm-up + {budget['num_samples']} x {budget['thin']}) steps; "
+            f"{budget['kd_epochs']} epochs; Markov chains {budget['chains']} x "
+            f"({budget['warmup'] or 'default'} warm-up + {budget['num_samples']} x "
+            f"{budget['thin'] or 'default'}) steps; "
             f"SVI {budget['svi_steps']} steps, {budget['num_samples']} guide draws; MC dropout "
             f"p = {budget['dropout_rate']}, {budget['num_samples']} masks; ensemble "
             f"{budget['ensemble_size']} members."
@@ -145,10 +148,22 @@ def format_block(per_run: list[dict], args: argparse.Namespace, minutes: float) 
     return "\n".join(lines) + "\n"
 
 
+def verdict_cell(verdicts: Sequence[str | None]) -> str:
+    """The convergence verdicts of a Markov-chain method over seeds, e.g. ``not converged
+    (3/3)``; ``–`` for methods without chains. A row whose chains did not converge is read
+    with that caveat: its numbers are from draws that are not yet from the posterior."""
+    present = [v for v in verdicts if v]
+    if not present:
+        return "–"
+    counts = {v: present.count(v) for v in dict.fromkeys(present)}
+    return ", ".join(f"{v} ({n}/{len(present)})" for v, n in counts.items())
+
+
 def write_runs_csv(path: Path, per_run: list[dict]) -> None:
     """Every (data set, seed, method) row, for anyone who wants other summaries."""
     fields = ["dataset", "seed", "method", "status", *(key for key, _, _, _ in METRICS)]
-    fields += ["mean_interval_width", "max_rhat", "elpd_test", "wall_seconds", "reason"]
+    fields += ["mean_interval_width", "max_rhat", "verdict", "elpd_test", "wall_seconds"]
+    fields += ["reason"]
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")

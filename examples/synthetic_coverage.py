@@ -118,8 +118,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.kd_epochs = 10 if args.quick else 40
     if args.quick:  # shorter chains unless asked otherwise; the step size stays the default
         args.num_samples = args.num_samples or 25
-        args.warmup = 100 if args.warmup is None else args.warmup
-        args.thin = args.thin or 4
+        args.warmup = 60 if args.warmup is None else args.warmup
+        args.thin = args.thin or 2
     return args
 
 

@@ -102,7 +102,7 @@ def test_demo_quick_writes_every_output(tmp_path: Path, capsys: pytest.CaptureFi
             assert isinstance(method[key], float), key
     bkd = values["methods"]["bkd"]
     assert bkd["num_chains"] == 4 and bkd["draws"] == 32
-    assert bkd["method"] == "hmc"
+    assert bkd["method"] == "sghmc"
     assert values["verdict"] == bkd["convergence"]["message"]
     assert values["verdict"].split(":")[0] in ("converged", "borderline", "not converged")
     assert bkd["coverage"] is None  # digits: the true probabilities are unknown

@@ -189,6 +189,17 @@ def test_driver_is_repeatable_and_resumes_exactly(tmp_path, monkeypatch, method)
         _run(method=method, batch_size=batch, checkpoint=checkpoint, seed=6)
 
 
+def test_resuming_with_other_data_is_refused(tmp_path):
+    """The checkpoint's identity includes a fingerprint of the data, teacher logits, test
+    inputs, student and start: resuming with another ``x_test`` of the same shape cannot
+    mix two runs' draws."""
+    checkpoint = tmp_path / "run.ckpt"
+    _run(checkpoint=checkpoint, num_samples=10)
+    _, _, x_test = softmax_problem(100)
+    with pytest.raises(ValueError, match="fingerprint"):
+        _run(checkpoint=checkpoint, num_samples=10, x_test=x_test + 1.0)
+
+
 def test_a_corrupt_checkpoint_is_named_in_one_error(tmp_path):
     checkpoint = tmp_path / "run.ckpt"
     checkpoint.write_bytes(b"not a checkpoint")

@@ -97,6 +97,7 @@ def fit_posterior():
         num_chains=CHAINS,
         keep_weights=True,
         warm_start=kd_weights,
+        init_spread=0.0,
         seed=0,
         progress=False,
     )

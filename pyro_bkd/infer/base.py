@@ -10,7 +10,8 @@ An algorithm is a small frozen object holding its hyper-parameters, with two pur
 ``value_and_grad(theta [C, D]) -> (U [C], grad U [C, D])`` is the gradient estimator: the
 driver binds it to the next minibatch (or to the full data), so the update rule never sees
 data, and the Pyro kernels (:mod:`pyro_bkd.infer.kernels`) call the very same ``step`` with
-``C = 1``. ``metric [C, D]`` is the diagonal preconditioner ``G`` (inverse mass matrix),
+``C = 1``. ``metric [C, D]`` is the diagonal preconditioner ``G`` (inverse mass matrix;
+``None`` means the identity, for plain SGLD),
 ``step_size`` the step ``eps`` (a float or one per chain, ``[C]``) and ``temperature`` the
 posterior temperature ``T`` (noise scaled by ``sqrt(T)``).
 
@@ -102,7 +103,7 @@ class Algorithm:
         state: ChainState,
         value_and_grad: ValueAndGrad,
         step_size: float | torch.Tensor,
-        metric: torch.Tensor,
+        metric: torch.Tensor | None,
         generator: torch.Generator | None,
         temperature: float = 1.0,
     ) -> tuple[ChainState, StepInfo]:

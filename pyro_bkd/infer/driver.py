@@ -24,6 +24,7 @@ over the BKD potential's ``batched_value_and_grad``:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import time
 import warnings
@@ -61,7 +62,7 @@ ALGORITHMS: dict[str, type[Algorithm]] = {
 }
 METHODS: tuple[str, ...] = tuple(ALGORITHMS)
 #: The default method and budget, chosen by ``benchmarks/bench_mixing.py`` (see README).
-DEFAULT_METHOD = "hmc"
+DEFAULT_METHOD = "sghmc"
 #: Step-size halvings ``on_nonfinite="backoff"`` tries before it gives up.
 MAX_BACKOFFS = 10
 #: Warm-up iterations between checks for a non-finite potential (each check syncs the device).
@@ -98,8 +99,9 @@ def sample(
     """Sample the BKD posterior of ``model`` given ``data`` with ``num_chains`` chains.
 
     Args:
-        method: ``"hmc"`` (default: Metropolis-corrected, full-batch), ``"sghmc"``,
-            ``"sgld"`` or ``"psgld"``.
+        method: ``"sghmc"`` (default; full-batch gradients unless ``batch_size`` is given,
+            then minibatches with the gradient-noise correction), ``"hmc"`` (exact,
+            Metropolis-corrected, full batch only), ``"sgld"`` or ``"psgld"``.
         num_samples: draws kept per chain.
         warmup_steps: warm-up iterations (HMC iterations or gradient steps); default per
             method, :data:`DEFAULT_BUDGETS`.
@@ -182,8 +184,28 @@ def sample(
             "strength": model.strength,
             "prior_scale": sigma,
             "num_train": len(data),
+            "fingerprint": fingerprint(model, data, x_test),
         },
     )
+
+
+def fingerprint(
+    model: BKDModel, data: DistillationData, x_test: torch.Tensor | None
+) -> dict[str, str | int]:
+    """What determines the draws besides the settings, for a checkpoint's identity: a
+    SHA-256 of the training data, teacher logits, test inputs, the student's architecture
+    (its ``repr``) and starting weights, and torch's thread count (a different count can
+    change the float rounding, hence the draws)."""
+    digest = hashlib.sha256()
+    tensors = [data.x, data.y, data.teacher_logits, x_test, *model.initial_values().values()]
+    for tensor in tensors:
+        if tensor is None:
+            digest.update(b"none")
+            continue
+        digest.update(str((tuple(tensor.shape), tensor.dtype)).encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    digest.update(repr(model.student).encode())
+    return {"sha256": digest.hexdigest(), "threads": torch.get_num_threads()}
 
 
 def sample_potential(
@@ -255,9 +277,9 @@ def sample_potential(
 #: ``(warmup_steps, thin)`` by method, measured in ``benchmarks/bench_mixing.py``.
 DEFAULT_BUDGETS: dict[str, tuple[int, int]] = {
     "hmc": (300, 1),
-    "sghmc": (4000, 20),
-    "sgld": (4000, 20),
-    "psgld": (4000, 20),
+    "sghmc": (8000, 40),
+    "sgld": (8000, 40),
+    "psgld": (8000, 40),
 }
 
 
@@ -614,7 +636,7 @@ class _Run:
             wall_seconds=time.perf_counter() - started,
             backoffs=list(progress.backoffs),
             convergence=None if probs is None else diagnose(probs),
-            metric=metric.detach().cpu(),
+            metric=None if metric is None else metric.detach().cpu(),
         )
 
     def _restore(self, payload: dict):
@@ -631,7 +653,7 @@ class _Run:
         step_size = saved["step_size"]
         if isinstance(step_size, torch.Tensor):
             step_size = step_size.to(dev)
-        metric = saved["metric"].to(dev)
+        metric = None if saved["metric"] is None else saved["metric"].to(dev)
         progress = _Progress(
             int(saved["iteration"]),
             int(saved["draws_done"]),

@@ -12,6 +12,7 @@ variance there is ``1 / (lambda (1 - eps lambda / 4))`` times the exact one, so
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -32,11 +33,18 @@ def langevin_update(
     grad: torch.Tensor,
     noise: torch.Tensor,
     step_size: float | torch.Tensor,
-    metric: torch.Tensor,
+    metric: torch.Tensor | None,
     temperature: float = 1.0,
 ) -> torch.Tensor:
-    """``theta - (eps/2) G grad + sqrt(eps T G) xi`` for diagonal ``G = metric``."""
+    """``theta - (eps/2) G grad + sqrt(eps T G) xi`` for diagonal ``G = metric`` (``None``:
+    ``G = I``, and with one float step two fused passes over the weights)."""
+    if metric is None and not isinstance(step_size, torch.Tensor):
+        return torch.add(theta, grad, alpha=-0.5 * step_size).add_(
+            noise, alpha=math.sqrt(step_size * temperature)
+        )
     eps = per_chain(step_size, theta)
+    if metric is None:
+        return theta - 0.5 * eps * grad + (eps * temperature).sqrt() * noise
     return theta - 0.5 * eps * metric * grad + (eps * temperature * metric).sqrt() * noise
 
 
@@ -57,7 +65,7 @@ class SGLDStep(Algorithm):
         state: ChainState,
         value_and_grad: ValueAndGrad,
         step_size: float | torch.Tensor,
-        metric: torch.Tensor,
+        metric: torch.Tensor | None,
         generator: torch.Generator | None,
         temperature: float = 1.0,
     ) -> tuple[ChainState, StepInfo]:

@@ -248,7 +248,10 @@ class BKDPotential(Potential):
         self, theta: torch.Tensor, idx: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``U`` and its gradient for chains ``theta [C, D]``, each with its own minibatch
-        ``idx [C, m]`` (vectorised with ``torch.func.vmap``)."""
+        ``idx [C, m]`` (vectorised with ``torch.func.vmap``; one chain without it)."""
+        if theta.shape[0] == 1:
+            value, grad = self.value_and_grad(theta[0], None if idx is None else idx[0])
+            return value.unsqueeze(0), grad.unsqueeze(0)
         rows = self._batch(idx)
         in_dims = (0, *(None if idx is None else 0 for _ in rows))
 

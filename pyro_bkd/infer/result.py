@@ -24,7 +24,8 @@ class SamplingResult:
         wall_seconds: sampling time, warm start included.
         backoffs: steps at which a non-finite value made the step size halve.
         convergence: the verdict on the class probabilities (``None`` without ``x_test``).
-        metric: the diagonal preconditioner ``G`` frozen after warm-up, ``[chain, D]``.
+        metric: the diagonal preconditioner ``G`` frozen after warm-up, ``[chain, D]``
+            (``None`` for plain SGLD, whose ``G`` is the identity).
     """
 
     probs: torch.Tensor | None

@@ -70,8 +70,8 @@ class ConvergenceSummary:
         advice = (
             "draw more (raise num_samples or thin) before quoting intervals"
             if self.status == "borderline"
-            else "do not use these intervals: run longer (more warmup_steps and thin), "
-            "or use method='hmc' where the full-batch gradient is affordable"
+            else "do not use these intervals yet: run longer (raise warmup_steps, thin and "
+            "num_samples) and check the verdict again"
         )
         return f"{self.status}: {figures}; {advice}."
 

@@ -68,9 +68,11 @@ class Warmup:
         return self.fixed_step is None and self.algorithm.step_size_rule == "acceptance"
 
     def start(self, state: ChainState) -> None:
-        """Initial metric (``I``; pSGLD: its gain from the first gradient) and step size."""
-        self.metric = torch.ones_like(state.theta)
-        if self.algorithm.metric_rule == "gradient":
+        """Initial metric (``I``, kept as ``None`` for the identity rule, which lets the
+        update skip the products; pSGLD: its gain from the first gradient) and step size."""
+        rule = self.algorithm.metric_rule
+        self.metric = None if rule == "identity" else torch.ones_like(state.theta)
+        if rule == "gradient":
             self.estimator.update(state.theta, state.grad)
             self.metric = self.estimator.value()
             self.estimator.reset()
@@ -110,7 +112,9 @@ class Warmup:
         rng = torch.Generator().manual_seed(random_int(0, 2**31, self.generator))
         theta = state.theta
         curvatures = [
-            self.potential.max_curvature(theta[c], metric=self.metric[c], generator=rng)
+            self.potential.max_curvature(
+                theta[c], metric=None if self.metric is None else self.metric[c], generator=rng
+            )
             for c in range(theta.shape[0])
         ]
         if not all(k > 0 for k in curvatures):

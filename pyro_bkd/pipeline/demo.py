@@ -245,7 +245,7 @@ def run_demo(
             warmup_steps=budget.warmup,
             thin=budget.thin,
             num_chains=budget.chains,
-            batch_size=None if budget.method == "hmc" else budget.batch_size,
+            batch_size=None,  # full-batch gradients: N = 1,347 (see FULL_BATCH_MAX)
             x_test=x_test,
             keep_weights=True,
             warm_start=None,

@@ -58,6 +58,11 @@ NUTS_MAX_WEIGHTS = 10_000
 #: deep trees there.
 NUTS_DENSE_MASS_MAX_WEIGHTS = 500
 
+#: Up to this many training examples the Markov chains use full-batch gradients (exact
+#: gradients mixed best per second on digits, N = 1,347; ``benchmarks/bench_mixing.py``);
+#: above it, minibatches of ``MethodBudget.batch_size`` with SGHMC's noise correction.
+FULL_BATCH_MAX = 5000
+
 StudentFactory = Callable[[int], nn.Module]
 
 
@@ -194,9 +199,11 @@ def run_method(method: str, inputs: MethodInputs, budget: MethodBudget) -> Metho
 
 
 def _run_chain(method: str, inputs: MethodInputs, budget: MethodBudget) -> MethodOutput:
-    """:func:`pyro_bkd.sample` from the KD student (chains dispersed around it); HMC on the
-    full data, the stochastic-gradient methods on minibatches of ``budget.batch_size``."""
+    """:func:`pyro_bkd.sample` from the KD student (chains dispersed around it), on the full
+    data for HMC and up to :data:`FULL_BATCH_MAX` examples, else on minibatches of
+    ``budget.batch_size``."""
     model = inputs.model()
+    full = method == "hmc" or len(inputs.train) <= FULL_BATCH_MAX
     result = sample(
         model,
         inputs.train,
@@ -205,7 +212,7 @@ def _run_chain(method: str, inputs: MethodInputs, budget: MethodBudget) -> Metho
         warmup_steps=budget.warmup,
         thin=budget.thin,
         num_chains=budget.chains,
-        batch_size=None if method == "hmc" else budget.batch_size,
+        batch_size=None if full else budget.batch_size,
         step_size=budget.step_size,
         x_test=inputs.x_test,
         keep_weights=inputs.keep_weights,
