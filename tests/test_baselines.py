@@ -156,8 +156,8 @@ def test_fit_cli_runs_the_baselines_end_to_end(
     assert values["method"] == method and values["draws"] == draws
     assert values["accuracy"] > 0.85  # y = 1{x_0 > 0}: an easy problem
     idata = export.load(out / "posterior.nc")
-    assert idata.posterior["probs"].shape == (1, draws, 40, 2)
-    assert idata.log_likelihood["y"].shape == (1, draws, 40)
+    assert idata.predictions["probs"].shape == (1, draws, 40, 2)
+    assert idata.predictions_constant_data["y_test"].shape == (40,)
 
 
 def test_fit_cli_baselines_need_training_epochs(
