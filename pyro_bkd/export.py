@@ -312,11 +312,11 @@ def from_mcmc(
     weights = mcmc.get_samples(group_by_chain=True)
     probs = predict_probs(kernel.model.student, weights, x_test)
     stats = _kernel_sample_stats(mcmc.diagnostics())
-    num_entries = probs.shape[0] * probs.shape[1]
+    num_draws = probs.shape[0] * probs.shape[1]
     data = bkd_arguments(mcmc._args, mcmc._kwargs)  # the run's data, as az.from_pyro reads it
-    possible = keep_weights and num_entries >= 2 and data.get("y") is not None
+    possible = keep_weights and num_draws >= 2 and data.get("y") is not None
     if fitted is None:
-        fitted = possible and num_entries * data["x"].shape[0] <= DEFAULT_FITTED_ENTRIES
+        fitted = possible and num_draws * data["x"].shape[0] <= DEFAULT_FITTED_ENTRIES
     elif fitted and not possible:
         raise ValueError("fitted=True needs keep_weights=True, 2 draws or more and labels y")
     training = {}
@@ -445,7 +445,8 @@ def load(path: str | os.PathLike[str]) -> az.InferenceData:
     import arviz as az
 
     if _arviz_1():
-        idata = xr.open_datatree(os.fspath(path)).load()
+        with xr.open_datatree(os.fspath(path)) as tree:
+            idata = tree.load()
     else:
         with az.rc_context({"data.load": "eager"}):
             idata = az.from_netcdf(os.fspath(path))

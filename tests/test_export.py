@@ -16,7 +16,7 @@ import xarray as xr
 matplotlib.use("Agg")
 from matplotlib import pyplot as plt
 
-from pyro_bkd import _atomic, export
+from pyro_bkd import _atomic, export, uq
 
 # ArviZ 0.23's matplotlib backend calls an API deprecated in matplotlib 3.11; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore::matplotlib.MatplotlibDeprecationWarning")
@@ -296,3 +296,18 @@ def test_atomic_text_write_replaces_and_cleans_up(tmp_path: Path) -> None:
         raise RuntimeError
     assert path.read_text(encoding="utf-8") == "new é"
     assert [p.name for p in tmp_path.iterdir()] == ["report.md"]
+
+
+def test_the_arviz_1_path_builds_and_reads_a_datatree(
+    idata: az.InferenceData, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """With ArviZ 1.x the same groups form an ``xarray.DataTree`` (not run by ArviZ here:
+    0.23 is installed); saving and loading keep every group."""
+    monkeypatch.setattr(export, "_arviz_1", lambda: True)
+    tree = export.to_inference_data(**_inputs())
+    assert isinstance(tree, xr.DataTree)
+    assert set(tree.children) == set(idata.groups())
+    loaded = export.load(export.save(tree, tmp_path / "tree.nc"))
+    assert isinstance(loaded, xr.DataTree) and loaded.attrs["method"] == "sgld"
+    np.testing.assert_array_equal(uq.as_probs(loaded), _inputs()["probs"].numpy())
+    assert set(export.posterior_weights(loaded)) == {"0.weight", "fc1.bias"}
