@@ -188,5 +188,5 @@ def test_fit_cli_ensemble_keeps_member_weights(fit_file: Path, tmp_path: Path) -
     assert weights["out.weight"].shape == (1, 5, 2, 4)
     x_test = torch.as_tensor(np.load(fit_file)["x_test"])
     recomputed = predict_probs(student, weights, x_test)
-    stored = torch.as_tensor(idata.posterior["probs"].values)
+    stored = torch.as_tensor(idata.predictions["probs"].values)
     torch.testing.assert_close(recomputed, stored, rtol=0, atol=1e-6)
