@@ -46,15 +46,45 @@ def accuracy(probs: Any, y: Any) -> float:
     return float((mean.argmax(axis=1) == labels).mean())
 
 
-def nll(probs: Any, y: Any) -> float:
-    """Predictive negative log-likelihood ``-(1/N) sum_n log qbar_{y_n}(x_n)``.
+class Elpd(NamedTuple):
+    """Held-out ELPD ``sum_n e_n`` and its standard error ``sqrt(N var_n(e_n))``."""
+
+    elpd: float
+    se: float
+
+    @classmethod
+    def of(cls, pointwise: np.ndarray) -> Elpd:
+        """``(sum_n e_n, sqrt(N var_n(e_n)))`` of pointwise terms ``e [N]``."""
+        return cls(float(pointwise.sum()), float(math.sqrt(pointwise.size * pointwise.var())))
+
+
+def pointwise_elpd(probs: Any, y: Any) -> np.ndarray:
+    """``e_n = log qbar_{y_n}(x_n)``, the log posterior predictive density of each held-out
+    label, float64 ``[N]``.
 
     ``qbar`` is clamped at the smallest normal float64 (``log`` >= -708), so a zero predicted
-    probability gives a large finite value instead of ``inf`` (``metrics.json`` stays valid).
+    probability gives a large finite value instead of ``-inf`` (``metrics.json`` stays valid).
     """
     mean, labels = _labelled(probs, y)
     picked = mean[np.arange(labels.size), labels]
-    return float(-np.log(np.maximum(picked, np.finfo(np.float64).tiny)).mean())
+    return np.log(np.maximum(picked, np.finfo(np.float64).tiny))
+
+
+def elpd_test(probs: Any, y: Any) -> Elpd:
+    """Held-out expected log predictive density ``sum_n log qbar_{y_n}(x_n)`` of test labels
+    ``y``, with the standard error ``sqrt(N var_n(e_n))`` of :func:`pointwise_elpd`'s terms.
+
+    Exact on labels the posterior was not fitted to, so no PSIS-LOO reweighting is needed
+    (``az.loo`` is for the training labels of ``log_likelihood``). Paired differences of two
+    methods are ``sum_n (e_n^A - e_n^B)`` with standard error ``sqrt(N var_n(e^A - e^B))``.
+    """
+    return Elpd.of(pointwise_elpd(probs, y))
+
+
+def nll(probs: Any, y: Any) -> float:
+    """Predictive negative log-likelihood ``-(1/N) sum_n log qbar_{y_n}(x_n)``: the mean of
+    ``-``:func:`pointwise_elpd` (finite: ``qbar`` is clamped there)."""
+    return float(-pointwise_elpd(probs, y).mean())
 
 
 def brier(probs: Any, y: Any) -> float:

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from pyro.nn import PyroModule
 from torch import nn
-from torch.func import functional_call
+from torch.func import functional_call, vmap
 
 from pyro_bkd import _checks
 from pyro_bkd.priors import weight_prior
@@ -124,8 +124,43 @@ class BKDModel(PyroModule):
         return dict(self.student.named_buffers())
 
     def student_logits(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        """``z = f(x; theta)`` with the weights ``params`` in place of the student's own."""
-        return functional_call(self.student, {**params, **self.buffers_dict()}, (x,))
+        """``z = f(x; theta)`` with the weights ``params`` in place of the student's own.
+
+        Weights ``[*B, *shape]`` with leading batch dimensions ``B`` (one per draw, as
+        ``pyro.infer.Predictive(..., parallel=True)`` conditions them) give logits
+        ``[*B, N, K]``: ``z^(b) = f(x; theta^(b))`` through one ``torch.func.vmap`` over the
+        flattened ``B``. Every weight tensor must carry the same ``B``.
+        """
+        buffers = self.buffers_dict()
+        batch = self._weight_batch_shape(params)
+        if not batch:
+            return functional_call(self.student, {**params, **buffers}, (x,))
+        flat = {
+            name: value.reshape(-1, *value.shape[len(batch) :]) for name, value in params.items()
+        }
+
+        def one_draw(theta: dict[str, torch.Tensor]) -> torch.Tensor:
+            return functional_call(self.student, {**theta, **buffers}, (x,))
+
+        logits = vmap(one_draw)(flat)
+        return logits.reshape(*batch, *logits.shape[1:])
+
+    def _weight_batch_shape(self, params: dict[str, torch.Tensor]) -> torch.Size:
+        """The leading dimensions ``B`` of ``params`` beyond each parameter's own shape."""
+        shapes = dict(self.student.named_parameters())
+        batches = set()
+        for name, value in params.items():
+            shape = shapes[name].shape
+            extra = value.dim() - len(shape)
+            if extra < 0 or value.shape[extra:] != shape:
+                raise ValueError(
+                    f"weight {name!r} must have shape [..., {', '.join(map(str, shape))}], "
+                    f"got {tuple(value.shape)}"
+                )
+            batches.add(value.shape[:extra])
+        if len(batches) > 1:
+            raise ValueError(f"weights disagree on their leading (draw) dimensions: {batches}")
+        return batches.pop() if batches else torch.Size()
 
     def check_data(
         self, x: torch.Tensor, y: torch.Tensor | None, teacher_logits: torch.Tensor | None
@@ -162,15 +197,16 @@ class BKDModel(PyroModule):
         full = data_plate.subsample_size == num_examples
         # Logits are computed outside the plate: the weights carry no data dimension.
         logits = self.student_logits(params, x if full else x[idx])
-        if logits.dim() != 2 or logits.shape[0] != idx.shape[0]:
+        if logits.dim() < 2 or logits.shape[-2] != idx.shape[0]:
             raise ValueError(f"student must return logits [N, K], got {tuple(logits.shape)}")
-        if teacher_logits is not None and logits.shape[1] != teacher_logits.shape[1]:
+        num_classes = logits.shape[-1]
+        if teacher_logits is not None and num_classes != teacher_logits.shape[1]:
             raise ValueError(
-                f"student returns {logits.shape[1]} classes but teacher_logits has "
+                f"student returns {num_classes} classes but teacher_logits has "
                 f"{teacher_logits.shape[1]}"
             )
         if y is not None and teacher_logits is None:
-            _checks.labels("y", y, num_examples, logits.shape[1])
+            _checks.labels("y", y, num_examples, num_classes)
         with data_plate:
             pyro.sample(
                 LIKELIHOOD_SITE,

@@ -5,8 +5,9 @@ For draws ``theta_s`` (``s`` over chains and draws) and inputs ``x`` the predict
 ``[chain, draw, N, K]``. Draws are taken ``draw_chunk`` at a time and stacked through
 ``torch.func.vmap`` over ``torch.func.functional_call``, inputs ``input_chunk`` at a time, so
 memory stays bounded for any number of draws and inputs. Only the result ``[S, N, K]`` grows
-with them; it is written in place, on the requested device. Pyro's ``Predictive(parallel=True)``
-is not used: it fails on ``nn.Linear`` networks.
+with them; it is written in place, on the requested device. Pyro's
+``Predictive(model, draws, parallel=True)`` also runs on a :class:`~pyro_bkd.BKDModel` (its
+``student_logits`` maps over the draws with ``vmap``), but evaluates every draw at once.
 """
 
 from __future__ import annotations

@@ -160,7 +160,7 @@ def attribute_table(attrs: Mapping[str, Any]) -> Table:
 
 
 def convergence_table(idata: Any, top: int = TOP_ENTRIES) -> Table | None:
-    """ArviZ summary of the ``top`` least-converged entries of ``posterior_predictive.probs``.
+    """ArviZ summary of the ``top`` least-converged entries of ``predictions.probs``.
 
     Entries are ranked by R-hat (largest first) with two or more chains, else by bulk ESS
     (smallest first); constant entries (undefined diagnostics) and entries whose posterior
@@ -171,8 +171,9 @@ def convergence_table(idata: Any, top: int = TOP_ENTRIES) -> Table | None:
     """
     import arviz as az
 
-    group = getattr(idata, "posterior_predictive", None)
-    if group is None or "probs" not in group.data_vars:
+    try:
+        group = uq.probs_group(idata)
+    except ValueError:
         return None
     probs = uq.as_probs(group["probs"])
     if probs.shape[0] >= 2:

@@ -1,7 +1,7 @@
 """Uncertainty quantification from posterior predictive class probabilities (SPEC §5).
 
 Every function takes the draws ``q^(s)(x_n)`` as ``probs`` of shape ``[chain, draw, N, K]``
-(a ``torch.Tensor``, a ``numpy`` array, or the ``posterior_predictive`` group / an
+(a ``torch.Tensor``, a ``numpy`` array, or the ``predictions`` group / an
 ``InferenceData`` holding ``probs``; see :func:`as_probs`). Draws are pooled over chains and
 draws: ``s = 1..S`` with ``S = chain * draw``. Results are ``numpy`` arrays in float64 (or float
 scalars). Large inputs keep their dtype (float32 stays float32); sums over draws accumulate in
@@ -61,8 +61,8 @@ def as_probs(probs: Any, name: str = "probs") -> np.ndarray:
 
     Accepts a ``torch.Tensor`` (detached, moved to the CPU), an array-like, an
     ``xarray.DataArray`` with dims ``chain, draw`` first (transposed if needed), a dataset
-    holding ``probs`` (the ``posterior_predictive`` group) or an ``InferenceData``/``DataTree``
-    with a ``posterior_predictive`` group. Floating arrays keep their dtype (no copy when
+    holding ``probs`` (the ``predictions`` group) or an ``InferenceData``/``DataTree``
+    with such a group (see :func:`probs_group`). Floating arrays keep their dtype (no copy when
     possible).
 
     Raises:
@@ -134,9 +134,25 @@ def check_level(level: float, name: str = "level") -> float:
     return float(level)
 
 
+def probs_group(obj: Any) -> Any:
+    """The group holding ``probs`` of an ``InferenceData``/``DataTree``: ``predictions``, or
+    ``posterior_predictive`` for objects built in the previous layout; any other object is
+    returned as it is.
+
+    Raises:
+        ValueError: an ``InferenceData``/``DataTree`` with ``probs`` in neither group.
+    """
+    if not hasattr(obj, "groups") and not hasattr(obj, "children"):
+        return obj
+    for name in ("predictions", "posterior_predictive"):
+        group = getattr(obj, name, None)
+        if group is not None and "probs" in group.data_vars:
+            return group
+    raise ValueError("probs: the InferenceData has no 'predictions' group holding 'probs'")
+
+
 def _select_probs(obj: Any) -> Any:
-    if hasattr(obj, "posterior_predictive"):
-        obj = obj.posterior_predictive
+    obj = probs_group(obj)
     if hasattr(obj, "data_vars"):
         if "probs" not in obj.data_vars:
             raise ValueError("probs: the dataset has no variable 'probs'")

@@ -156,8 +156,8 @@ def test_fit_cli_runs_the_baselines_end_to_end(
     assert values["method"] == method and values["draws"] == draws
     assert values["accuracy"] > 0.85  # y = 1{x_0 > 0}: an easy problem
     idata = export.load(out / "posterior.nc")
-    assert idata.posterior["probs"].shape == (1, draws, 40, 2)
-    assert idata.log_likelihood["y"].shape == (1, draws, 40)
+    assert idata.predictions["probs"].shape == (1, draws, 40, 2)
+    assert idata.predictions_constant_data["y_test"].shape == (40,)
 
 
 def test_fit_cli_baselines_need_training_epochs(
@@ -188,5 +188,5 @@ def test_fit_cli_ensemble_keeps_member_weights(fit_file: Path, tmp_path: Path) -
     assert weights["out.weight"].shape == (1, 5, 2, 4)
     x_test = torch.as_tensor(np.load(fit_file)["x_test"])
     recomputed = predict_probs(student, weights, x_test)
-    stored = torch.as_tensor(idata.posterior["probs"].values)
+    stored = torch.as_tensor(idata.predictions["probs"].values)
     torch.testing.assert_close(recomputed, stored, rtol=0, atol=1e-6)

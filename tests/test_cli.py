@@ -110,8 +110,8 @@ def test_demo_quick_writes_every_output(tmp_path: Path, capsys: pytest.CaptureFi
     assert values["wall_seconds"] > 0
     assert len(values["noise"]["bkd_mean_deviance"]) == 5
     idata = export.load(out / "posterior.nc")
-    assert idata.posterior_predictive["probs"].shape == (4, 8, 60, 10)
-    assert "teacher_probs" in idata.constant_data
+    assert idata.predictions["probs"].shape == (4, 8, 60, 10)
+    assert "teacher_probs" in idata.predictions_constant_data
     assert idata.attrs["warm_start"] == "kd, dispersed"
     printed = capsys.readouterr().out
     assert "bkd" in printed and "accuracy" in printed
@@ -148,9 +148,11 @@ def test_fit_methods(
     assert "max_rhat" in values and "min_ess_bulk" in values
     assert values["teacher"]["accuracy"] > 0.3
     idata = export.load(out / "posterior.nc")
-    probs = idata.posterior_predictive["probs"]
+    probs = idata.predictions["probs"]
     assert probs.shape[1:] == (draws // probs.shape[0], len(arrays["x_test"]), 5)
-    np.testing.assert_allclose(idata.constant_data["p_true"], arrays["p_test"], rtol=1e-6)
+    np.testing.assert_allclose(
+        idata.predictions_constant_data["p_true"], arrays["p_test"], rtol=1e-6
+    )
     assert idata.attrs["method"] == method
     if method in ("sgld", "nuts"):
         assert values["max_rhat"] is not None  # two chains of several draws

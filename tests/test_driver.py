@@ -325,9 +325,9 @@ def test_driver_keeps_weights_and_exports():
     model, _, x_test = softmax_problem(100)
     recomputed = predict_probs(model.student, result.weights, x_test)
     assert torch.allclose(recomputed, result.probs, atol=1e-6)
-    idata = result.to_inference_data(y=torch.zeros(20, dtype=torch.long))
+    idata = result.to_inference_data(y_test=torch.zeros(20, dtype=torch.long))
     assert set(idata.sample_stats.data_vars) >= {"lp", "step_size", "grad_norm", "accept_prob"}
-    assert "convergence" in idata.posterior_predictive.attrs
+    assert "convergence" in idata.predictions.attrs
 
 
 def test_an_unconverged_run_is_warned_about():

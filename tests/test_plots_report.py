@@ -87,7 +87,7 @@ def test_trace_and_rank_plots(data: tuple, tmp_path: Path) -> None:
     pairs = [(0, 1), (3, 2)]
     trace = plots.trace_plot(probs, pairs)
     _check_figure(trace, tmp_path, "trace")
-    assert len(trace.axes) == 4 and "obs=3, class=2" in trace.axes[2].get_title()
+    assert len(trace.axes) == 4 and "obs=3, label=2" in trace.axes[2].get_title()
     rank = plots.rank_plot(probs, [*pairs, (4, 0), (5, 0)])
     _check_figure(rank, tmp_path, "rank")
     assert sum(axes.get_visible() for axes in rank.axes) == 4
@@ -111,7 +111,7 @@ def _run_dir(tmp_path: Path, probs: np.ndarray, y: np.ndarray) -> Path:
         "teacher": {"mll": {"accuracy": 0.9}, "notes": {"depth": {"x": 1}}},
     }
     (run / "metrics.json").write_text(json.dumps(values))
-    idata = export.to_inference_data(probs, y=y, attrs={"method": "sgld", "seed": 0})
+    idata = export.to_inference_data(probs, y_test=y, attrs={"method": "sgld", "seed": 0})
     export.save(idata, run / "posterior.nc")
     plots.reliability_diagram(probs, y).savefig(run / "plots" / "reliability.png")
     plots.ranking_curves({"bkd": probs}, y).savefig(run / "plots" / "ranking_curve.png")
@@ -147,10 +147,10 @@ def test_report_convergence_table_lists_largest_rhat(data: tuple, tmp_path: Path
     probs, y, _ = data
     shifted = probs.copy()
     shifted[0, :, 2] = 0.5 * shifted[0, :, 2] + 0.5 * np.eye(4)[1]
-    idata = export.to_inference_data(shifted, y=y)
+    idata = export.to_inference_data(shifted, y_test=y)
     table = report.convergence_table(idata)
     assert table is not None and len(table.rows) == report.TOP_ENTRIES
-    assert table.rows[0][0] == "probs[obs=2, class=1]"
+    assert table.rows[0][0] == "probs[obs=2, label=1]"
     rhat = [float(row[table.header.index("r_hat")]) for row in table.rows]
     assert rhat == sorted(rhat, reverse=True)
     one_chain = report.convergence_table(export.to_inference_data(probs[:1]), top=3)

@@ -38,10 +38,11 @@ def _entropy(q: np.ndarray) -> float:
 
 def test_as_probs_accepts_tensor_array_and_arviz_objects() -> None:
     probs = _draws(2, 3, 4, 3, seed=0)
-    dataset = xr.Dataset({"probs": (("chain", "draw", "obs", "class"), probs)})
-    idata = az.InferenceData(posterior_predictive=dataset)
-    transposed = dataset["probs"].transpose("obs", "class", "chain", "draw")
-    for value in (probs, torch.from_numpy(probs), dataset, idata, transposed):
+    dataset = xr.Dataset({"probs": (("chain", "draw", "obs", "label"), probs)})
+    idata = az.InferenceData(predictions=dataset)
+    previous_layout = az.InferenceData(posterior_predictive=dataset)
+    transposed = dataset["probs"].transpose("obs", "label", "chain", "draw")
+    for value in (probs, torch.from_numpy(probs), dataset, idata, previous_layout, transposed):
         np.testing.assert_array_equal(uq.as_probs(value), probs)
     assert uq.as_probs(probs.astype(np.float32)).dtype == np.float32
     half = torch.softmax(torch.randn(1, 2, 3, 50, generator=torch.Generator().manual_seed(0)), -1)

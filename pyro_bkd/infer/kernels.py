@@ -15,8 +15,18 @@ What ``pyro.infer.MCMC`` needs and how it is met: ``sample`` returns new detache
 fixed shapes; ``initial_params`` set before ``setup`` is a warm start and is respected;
 ``transforms`` and ``model`` are attributes (ArviZ's converter reads them); ``cleanup``
 resets the start so chain 2 does not begin where chain 1 ended; ``diagnostics`` has
-``divergences`` and, per kept draw, ``lp``, ``step_size``, ``grad_norm``, ``accept_prob``.
-Randomness comes from torch's global RNG: seed it with ``pyro.set_rng_seed``.
+``divergences`` and, per kept draw, the :data:`SAMPLE_STATS` ``lp``, ``step_size``,
+``grad_norm``, ``accept_prob``. Randomness comes from torch's global RNG: seed it with
+``pyro.set_rng_seed``.
+
+To ArviZ: :func:`pyro_bkd.export.from_mcmc` turns a finished run on a
+:class:`~pyro_bkd.BKDModel` into the ``InferenceData`` of :func:`pyro_bkd.sample` (class
+probabilities at ``x_test`` in ``predictions``, these statistics in ``sample_stats``).
+``az.from_pyro(mcmc)`` (ArviZ 0.23) runs too, but its ``sample_stats`` reads only
+``divergences`` from the diagnostics (so holds only ``diverging``), and it lists every
+observed site as data, including the ``pyro.factor`` of the teacher prior (``teacher_prior``,
+an empty ``(N, 0)`` array in ``observed_data`` and the TIP term in ``log_likelihood``): use
+``var_name="y"`` with ``az.loo`` there.
 """
 
 from __future__ import annotations
@@ -38,13 +48,17 @@ from pyro_bkd.infer.schedules import StepSchedule, as_schedule
 from pyro_bkd.infer.sghmc import SGHMCStep
 from pyro_bkd.infer.warmup import Warmup
 
+#: The per-draw statistics of :meth:`BKDKernel.diagnostics`, ``sample_stats`` in ArviZ terms.
+SAMPLE_STATS = ("lp", "step_size", "grad_norm", "accept_prob")
+
 
 class BKDKernel(MCMCKernel):
     """A ``pyro.infer.MCMC`` kernel around one :class:`~pyro_bkd.infer.base.Algorithm`.
 
     Args:
         model: a :class:`~pyro_bkd.BKDModel` or any Pyro model; minibatching needs a
-            ``pyro.plate("data", N)`` (its index site is conditioned on each minibatch).
+            ``pyro.plate("data", N)`` without ``subsample_size`` (its index site is
+            conditioned on each minibatch of the kernel's ``subsample_size``).
         step_size: a fixed ``eps`` (a number, a
             :class:`~pyro_bkd.infer.schedules.StepSchedule` or a callable of the iteration),
             or ``None`` to adapt it in warm-up as :func:`pyro_bkd.sample` does.

@@ -24,6 +24,7 @@ from collections.abc import Callable
 import pyro.poutine as poutine
 import torch
 from pyro.infer.mcmc.util import initialize_model
+from pyro.poutine.subsample_messenger import _Subsample
 from torch.func import grad_and_value, vmap
 
 from pyro_bkd.infer.layout import FlatLayout
@@ -266,6 +267,7 @@ class TracePotential(Potential):
     """The potential of any Pyro model, minibatched by conditioning its ``data`` plate index."""
 
     def __init__(self, model: Callable, model_args: tuple, model_kwargs: dict) -> None:
+        _refuse_subsampling_plates(model, model_args, model_kwargs)
         self._condition: dict[str, torch.Tensor] = {}
         conditioned = poutine.condition(model, data=self._condition)
         init_params, self._potential_fn, self.transforms, trace = initialize_model(
@@ -291,15 +293,40 @@ class TracePotential(Potential):
         return -self._potential_fn(self.layout.unflatten(theta))
 
 
+def _refuse_subsampling_plates(model: Callable, args: tuple, kwargs: dict) -> None:
+    """Raise a ``ValueError`` naming the fix when a plate of ``model`` draws its own
+    subsample (``pyro.plate(name, N, subsample_size=m)``): the kernels choose the minibatches
+    (without replacement, epoch by epoch) and rescale by ``N/m`` through the ``data`` plate's
+    conditioned index site, and Pyro's potential refuses subsample sites."""
+    trace = poutine.trace(model).get_trace(*args, **kwargs)
+    for name, site in trace.nodes.items():
+        fn = site.get("fn")
+        if not isinstance(fn, _Subsample) or fn.subsample_size in (None, fn.size):
+            continue
+        raise ValueError(
+            f"pyro.plate({name!r}, {fn.size}, subsample_size={fn.subsample_size}) in "
+            "the model: the kernel draws the minibatches itself. Write "
+            f"`with pyro.plate('data', {fn.size}) as idx:` and index the data with it "
+            "(`obs=y[idx]`), then give the size to the kernel: "
+            f"`SGLD(model, step_size, subsample_size={fn.subsample_size})`"
+        )
+
+
+def bkd_arguments(args: tuple, kwargs: dict) -> dict[str, torch.Tensor | None]:
+    """The arguments of ``BKDModel.forward`` by name: ``x`` (required), ``y`` and
+    ``teacher_logits`` (``None`` when not given)."""
+    names = ("x", "y", "teacher_logits")
+    bound = dict(zip(names, args, strict=False)) | kwargs
+    unknown = set(bound) - set(names)
+    if unknown:
+        raise TypeError(f"BKDModel takes x, y, teacher_logits; got {sorted(unknown)}")
+    if "x" not in bound:
+        raise TypeError("x is required")
+    return {name: bound.get(name) for name in names}
+
+
 def build_potential(model: Callable, args: tuple, kwargs: dict) -> Potential:
     """The fast :class:`BKDPotential` for a BKDModel, else the generic :class:`TracePotential`."""
     if isinstance(model, BKDModel):
-        names = ("x", "y", "teacher_logits")
-        bound = dict(zip(names, args, strict=False)) | kwargs
-        unknown = set(bound) - set(names)
-        if unknown:
-            raise TypeError(f"BKDModel takes x, y, teacher_logits; got {sorted(unknown)}")
-        if "x" not in bound:
-            raise TypeError("x is required")
-        return BKDPotential(model, bound["x"], bound.get("y"), bound.get("teacher_logits"))
+        return BKDPotential(model, *bkd_arguments(args, kwargs).values())
     return TracePotential(model, args, kwargs)

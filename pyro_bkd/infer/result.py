@@ -40,13 +40,20 @@ class SamplingResult:
     def to_inference_data(
         self,
         *,
-        y: torch.Tensor | None = None,
-        p_true: torch.Tensor | None = None,
-        teacher_probs: torch.Tensor | None = None,
+        y_test: Any = None,
+        p_true: Any = None,
+        teacher_probs: Any = None,
+        obs_ids: Any = None,
         class_names: list[str] | None = None,
-        log_likelihood: bool | None = None,
+        log_likelihood: Any = None,
+        y_train: Any = None,
+        y_train_draws: Any = None,
     ):
-        """An ``arviz.InferenceData`` (see :func:`pyro_bkd.export.to_inference_data`)."""
+        """An ``arviz.InferenceData``: ``probs`` in ``predictions``, the weights (when kept) in
+        ``posterior``, ``sample_stats``, and the other arguments as
+        :func:`pyro_bkd.export.to_inference_data` places them. For ``az.loo``/``az.plot_ppc``
+        pass the training-set groups, e.g. ``**export.fitted_labels(train_probs, y_train)``
+        with ``train_probs = pyro_bkd.predict_probs(student, result.weights, x_train)``."""
         from pyro_bkd.export import to_inference_data
 
         if self.probs is None:
@@ -56,12 +63,15 @@ class SamplingResult:
             attrs["convergence"] = self.convergence.message
         return to_inference_data(
             self.probs,
-            y=y,
+            y_test=y_test,
             p_true=p_true,
             teacher_probs=teacher_probs,
+            obs_ids=obs_ids,
             sample_stats=self.sample_stats,
             posterior=self.weights,
             log_likelihood=log_likelihood,
+            y_train=y_train,
+            y_train_draws=y_train_draws,
             class_names=class_names,
             attrs=attrs,
         )

@@ -4,8 +4,10 @@
 trains the student alone and by KD, then runs each method of :data:`COMPARE_METHODS` from the
 same KD warm start with a fixed budget (:data:`PRESETS`), and writes
 
-- ``DIR/<method>/posterior.nc``: the draws ``[chain, draw, N, K]`` with a ``log_likelihood``
-  group of the test labels, so ``az.compare`` can rank the saved runs;
+- ``DIR/<method>/posterior.nc``: the draws ``q^(s)(x_test)`` ``[chain, draw, N, K]`` in the
+  ``predictions`` group, the test labels and teacher probabilities in
+  ``predictions_constant_data`` (:mod:`pyro_bkd.export`); no training-set
+  ``log_likelihood`` (the methods keep no weights), so rank them by the ELPD columns below;
 - ``DIR/comparison.csv`` and ``DIR/comparison.md``: one row per method;
 - ``DIR/metrics.json``: the rows and every setting; ``DIR/teacher.pt``: the teacher.
 
@@ -27,14 +29,12 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -379,7 +379,7 @@ def run_compare(options: CompareOptions, log: Log = quiet) -> dict[str, Any]:
         output = outputs[method]
         idata = export.to_inference_data(
             output.probs,
-            y=dataset.y_test,
+            y_test=dataset.y_test,
             teacher_probs=t_test.softmax(-1),
             sample_stats=output.sample_stats,
             class_names=list(dataset.class_names),
@@ -498,14 +498,6 @@ def _reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}"
 
 
-def pointwise_elpd(probs: torch.Tensor, y: torch.Tensor) -> np.ndarray:
-    """``e_n = log qbar_{y_n}(x_n)``, ``qbar = mean_s q^(s)``, in float64 ``[N]``."""
-    array = np.asarray(probs, dtype=np.float64)
-    pooled = array.reshape(-1, *array.shape[2:]).mean(axis=0)
-    picked = pooled[np.arange(pooled.shape[0]), np.asarray(y)]
-    return np.log(np.clip(picked, np.finfo(np.float64).tiny, None))
-
-
 def _table(
     reported: Sequence[str],
     rows: dict[str, dict[str, Any]],
@@ -513,7 +505,7 @@ def _table(
     y: torch.Tensor,
 ) -> list[dict[str, Any]]:
     """One dict per reported method with every column of :data:`COLUMNS`."""
-    pointwise = {m: pointwise_elpd(outputs[m].probs, y) for m in reported if m in outputs}
+    pointwise = {m: metrics.pointwise_elpd(outputs[m].probs, y) for m in reported if m in outputs}
     best = max(pointwise, key=lambda m: pointwise[m].sum()) if pointwise else None
     table = []
     for method in reported:
@@ -529,13 +521,8 @@ def _table(
                 row["max_rhat"] = row["min_ess_bulk"] = None
             else:
                 row["verdict"] = diagnose(probs).status
-            e = pointwise[method]
-            n = e.shape[0]
-            row["elpd_test"] = float(e.sum())
-            row["elpd_se"] = float(math.sqrt(n * e.var()))
-            difference = pointwise[best] - e
-            row["elpd_diff"] = float(difference.sum())
-            row["elpd_dse"] = float(math.sqrt(n * difference.var()))
+            row["elpd_test"], row["elpd_se"] = metrics.Elpd.of(pointwise[method])
+            row["elpd_diff"], row["elpd_dse"] = metrics.Elpd.of(pointwise[best] - pointwise[method])
             draws = int(probs.shape[0] * probs.shape[1])
             row["draws"] = draws
             wall = row.get("wall_seconds")

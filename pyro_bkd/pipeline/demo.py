@@ -275,7 +275,7 @@ def run_demo(
     plot_files = _demo_plots(plot_dir, bkd_probs, kd_probs, y_test, noise, dataset.class_names)
     idata = export.to_inference_data(
         bkd_probs,
-        y=y_test,
+        y_test=y_test,
         teacher_probs=t_test.softmax(-1),
         sample_stats=result.sample_stats,
         posterior=result.weights,

@@ -377,7 +377,7 @@ def run_fit(options: FitOptions, log: Log = quiet) -> dict[str, Any]:
     }
     idata = export.to_inference_data(
         probs,
-        y=data.y_test,
+        y_test=data.y_test,
         teacher_probs=teacher_probs,
         p_true=data.p_test,
         sample_stats=stats,
