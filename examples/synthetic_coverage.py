@@ -9,7 +9,7 @@ classes, ``n`` examples split 7:3:1) this script
 2. distils a student (``--student mlp``: one hidden layer of 32 units, or ``linear``) by Hinton
    KD (``--alpha``, ``--temperature``) with the weight decay that matches the BKD weight prior,
    so the KD student is the BKD posterior mode (SPEC §3);
-3. samples the BKD posterior by SGLD from the KD weights (``pyro_bkd.sample`` with its default
+3. samples the BKD posterior from the KD weights (``pyro_bkd.sample`` with its default sampler,
    step size, draws, warm-up and thinning unless flags say otherwise; 4 chains);
 4. prints a Markdown table: for BKD the coverage of the 95% equal-tailed intervals of ``p*(x)``
    over all (test input, class) pairs, their mean width, accuracy, the AUROC of the mean
@@ -70,7 +70,7 @@ COLUMNS: tuple[str, ...] = (
     "BKD MD-AUROC",
     "BKD max R-hat",
     "BKD MAE(qbar,p*)",
-    "SGLD eps*N",
+    "step*N",
     "KD acc",
     "KD ECE",
     "KD NLL",
@@ -238,7 +238,7 @@ def run_scenario(scenario: str, args: argparse.Namespace) -> dict[str, object]:
         "BKD MD-AUROC": md_auroc(probs, data.y_test),
         "BKD max R-hat": max_rhat(probs[:, :, :RHAT_INPUTS]),
         "BKD MAE(qbar,p*)": (posterior_mean - p_test).abs().mean().item(),
-        "SGLD eps*N": float(result.sample_stats["step_size"][0, -1]) * num_train,
+        "step*N": float(result.sample_stats["step_size"][0, -1]) * num_train,
         "KD acc": accuracy(kd_probs, data.y_test),
         "KD ECE": expected_calibration_error(kd_probs, data.y_test),
         "KD NLL": nll(kd_probs, data.y_test),
@@ -269,7 +269,7 @@ def settings_line(args: argparse.Namespace) -> str:
     return (
         f"n={args.n}, seed={args.seed}, teacher={teacher}, student={args.student}, "
         f"KD alpha={args.alpha}, tau={args.temperature} (BKD lam={lam:g}), "
-        f"sigma={args.prior_scale}; SGLD with {args.chains} chains, {sampler}; "
+        f"sigma={args.prior_scale}; {args.method} with {args.chains} chains, {sampler}; "
         f"95% equal-tailed intervals"
     )
 

@@ -16,7 +16,7 @@ from torch import nn
 from torch.func import grad_and_value, vmap
 
 import pyro_bkd.infer.driver as driver_module
-from pyro_bkd import BKDModel, ConvergenceWarning, NonFiniteError, sample
+from pyro_bkd import BKDModel, ConvergenceWarning, CyclicalStep, NonFiniteError, sample
 from pyro_bkd.infer.base import ChainState
 from pyro_bkd.infer.driver import MAX_BACKOFFS
 from pyro_bkd.infer.langevin import SGLDStep
@@ -371,3 +371,14 @@ def test_chain_state_select_picks_per_chain():
     picked = a.select(torch.tensor([True, False]), b)
     assert picked.theta[0].eq(0).all() and picked.theta[1].eq(1).all()
     assert picked.potential.tolist() == [0.0, 1.0]
+
+
+def test_a_cyclical_schedule_drives_the_step_over_warmup_and_sampling():
+    """``step_size=CyclicalStep(a, cycle)``: no adaptation, the recorded step of draw ``j``
+    (iteration ``warmup + (j + 1) thin - 1``) is the schedule's value there."""
+    schedule = CyclicalStep(1e-4, cycle=8)
+    result = _run(method="sgld", step_size=schedule, warmup_steps=4, thin=3, batch_size=None)
+    steps = result.sample_stats["step_size"][0]
+    expected = torch.tensor([schedule(4 + 3 * (j + 1) - 1) for j in range(20)])
+    assert torch.allclose(steps, expected.to(steps.dtype))
+    assert schedule(0) == pytest.approx(1e-4) and schedule(4) == pytest.approx(0.5e-4)

@@ -46,6 +46,7 @@ from pyro_bkd.infer.map import find_map
 from pyro_bkd.infer.monitor import FiniteMonitor, NonFiniteError, runaway_floor
 from pyro_bkd.infer.potential import BKDPotential, Potential
 from pyro_bkd.infer.result import SamplingResult
+from pyro_bkd.infer.schedules import StepSchedule
 from pyro_bkd.infer.sghmc import SGHMCStep
 from pyro_bkd.infer.starts import dispersed
 from pyro_bkd.infer.verdict import ConvergenceWarning, diagnose
@@ -79,7 +80,7 @@ def sample(
     thin: int | None = None,
     num_chains: int = 4,
     batch_size: int | None = None,
-    step_size: float | None = None,
+    step_size: float | StepSchedule | None = None,
     temperature: float = 1.0,
     x_test: torch.Tensor | None = None,
     keep_weights: bool = False,
@@ -108,7 +109,9 @@ def sample(
         thin: iterations per kept draw; default per method.
         batch_size: minibatch size ``m`` (``None``: all ``N`` points, exact gradients; HMC
             needs them).
-        step_size: a fixed ``eps`` (no step-size adaptation); ``None`` adapts it in warm-up.
+        step_size: a fixed ``eps``, or a :class:`~pyro_bkd.infer.schedules.StepSchedule` of
+            the iteration (e.g. :class:`~pyro_bkd.CyclicalStep`), counted over warm-up and
+            sampling (no step-size adaptation then); ``None`` adapts it in warm-up.
         temperature: posterior temperature ``T`` (targets ``pi^(1/T)``).
         x_test: inputs at which ``q^(s)(x) = softmax(f(x; theta_s))`` is kept per draw.
         keep_weights: keep the weight draws too.
@@ -217,7 +220,7 @@ def sample_potential(
     thin: int | None = None,
     num_chains: int = 4,
     batch_size: int | None = None,
-    step_size: float | None = None,
+    step_size: float | StepSchedule | None = None,
     temperature: float = 1.0,
     keep_weights: bool = True,
     warm_start: str | torch.Tensor | Mapping[str, torch.Tensor] | SamplingResult | None = None,
@@ -293,7 +296,7 @@ class _Setup:
     thin: int
     num_chains: int
     batch_size: int | None
-    step_size: float | None
+    step_size: float | StepSchedule | None
     temperature: float
     checkpoint_every: int
     on_nonfinite: str
@@ -335,7 +338,7 @@ class _Setup:
         if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
             raise ValueError(f"warmup_steps must be an int >= 0, got {warmup_steps!r}")
         temperature = _checks.positive_float("temperature", temperature)
-        if step_size is not None:
+        if step_size is not None and not isinstance(step_size, StepSchedule):
             step_size = _checks.positive_float("step_size", step_size)
         n = potential.num_examples
         if batch_size is not None:
@@ -381,7 +384,11 @@ class _Setup:
             "thin": self.thin,
             "num_chains": self.num_chains,
             "batch_size": self.batch_size,
-            "fixed_step_size": self.step_size,
+            "fixed_step_size": (
+                self.step_size
+                if not isinstance(self.step_size, StepSchedule)
+                else repr(self.step_size)
+            ),
             "posterior_temperature": self.temperature,
             "seed": self.seed,
         }
@@ -448,7 +455,7 @@ class _Run:
             algorithm, state, step_size, metric, progress, buffers, start_time - elapsed
         )
         if result.convergence is not None and not result.convergence.converged:
-            warnings.warn(result.convergence.message, ConvergenceWarning, stacklevel=3)
+            warnings.warn(result.convergence.message, ConvergenceWarning, stacklevel=4)
         return result
 
     # -- starting points -----------------------------------------------------------------------
@@ -506,6 +513,7 @@ class _Run:
     # -- warm-up ---------------------------------------------------------------------------------
     def _warmup(self, theta0: torch.Tensor):
         s = self.s
+        schedule = s.step_size if isinstance(s.step_size, StepSchedule) else None
         warmup = Warmup(
             s.algorithm,
             self.potential,
@@ -513,7 +521,7 @@ class _Run:
             self.value_and_grad,
             self.generator,
             self.prior_variance,
-            s.step_size,
+            s.step_size if schedule is None else schedule(0),
             minibatch=s.batch_size is not None,
         )
         state = s.algorithm.init(theta0, self.value_and_grad)
@@ -525,7 +533,7 @@ class _Run:
             state, info = warmup.algorithm.step(
                 state,
                 self.value_and_grad,
-                warmup.step_size,
+                warmup.step_size if schedule is None else schedule(iteration),
                 warmup.metric,
                 self.generator,
                 s.temperature,
@@ -560,6 +568,8 @@ class _Run:
             desc=f"BKD {algorithm.name}",
         )
         while progress.iteration < total:
+            if isinstance(s.step_size, StepSchedule):
+                step_size = s.step_size(s.warmup_steps + progress.iteration)
             eps = _scaled(step_size, progress.step_scale)
             state, info = algorithm.step(
                 state, self.value_and_grad, eps, metric, self.generator, s.temperature
@@ -575,9 +585,7 @@ class _Run:
                         -state.potential,
                         grad_norm,
                         info.accept_prob,
-                        torch.as_tensor(eps, dtype=state.theta.dtype)
-                        .expand(s.num_chains)
-                        .to(state.theta.device),
+                        eps,  # a float or [C]: made a tensor when the chunk is flushed
                     )
                 )
                 progress.draws_done += 1
@@ -783,8 +791,11 @@ def _flush(pending, buffers, draws_done, predict, keep_weights) -> None:
     to their host buffers and through the predictive."""
     if not pending:
         return
-    thetas, log_joints, grad_norms, accepts, steps = (
-        torch.stack(parts, dim=1) for parts in zip(*pending, strict=True)
+    *tensors, step_sizes = zip(*pending, strict=True)
+    thetas, log_joints, grad_norms, accepts = (torch.stack(parts, dim=1) for parts in tensors)
+    steps = torch.stack(
+        [torch.as_tensor(e, dtype=thetas.dtype).cpu().expand(thetas.shape[0]) for e in step_sizes],
+        dim=1,
     )
     lo, hi = draws_done - thetas.shape[1], draws_done
     buffers["lp"][:, lo:hi] = log_joints.cpu()

@@ -156,7 +156,7 @@ class BKDKernel(MCMCKernel):
         return draw
 
     def logging(self) -> dict[str, str]:
-        return {"step size": f"{self._last_step_size:.2e}"}
+        return {"step size": f"{_as_number(self._last_step_size):.2e}"}
 
     def diagnostics(self) -> dict:
         self._monitor.check()
@@ -165,7 +165,7 @@ class BKDKernel(MCMCKernel):
             "divergences": [],
             "lp": torch.stack(self._lp).cpu() if self._lp else empty,
             "grad_norm": torch.stack(self._grad_norm).cpu() if self._grad_norm else empty,
-            "step_size": torch.tensor(self._step_sizes),
+            "step_size": torch.tensor([_as_number(e) for e in self._step_sizes]),
             "accept_prob": torch.stack(self._accept).cpu() if self._accept else empty,
         }
 
@@ -181,7 +181,7 @@ class BKDKernel(MCMCKernel):
         self._last_accept = torch.ones(())
         self._lp: list[torch.Tensor] = []
         self._grad_norm: list[torch.Tensor] = []
-        self._step_sizes: list[float] = []
+        self._step_sizes: list[float | torch.Tensor] = []
         self._accept: list[torch.Tensor] = []
         self._monitor = FiniteMonitor(self.check_every)
         self._warmup: Warmup | None = None
@@ -215,11 +215,8 @@ class BKDKernel(MCMCKernel):
         )
         if self._iteration < warm.num_warmup:
             state = warm.observe(self._iteration, state, info)
-        self._last_step_size = (
-            float(step_size)
-            if not isinstance(step_size, torch.Tensor)
-            else float(step_size.reshape(-1)[0])
-        )
+        # a float or a one-chain tensor, read on the host only in logging()/diagnostics()
+        self._last_step_size = step_size
         self._last_accept = info.accept_prob[0]
         if self._monitor.record(-state.potential[0], state.grad[0].norm()):
             self._monitor.check()
@@ -251,6 +248,13 @@ class HMC(BKDKernel):
     """Metropolis-corrected full-batch HMC, :class:`~pyro_bkd.infer.hmc.HMCStep`."""
 
     algorithm_class = HMCStep
+
+
+def _as_number(step_size: float | torch.Tensor) -> float:
+    """A step size as a float (the one chain's entry of a per-chain tensor)."""
+    if isinstance(step_size, torch.Tensor):
+        return float(step_size.reshape(-1)[0])
+    return float(step_size)
 
 
 def _same_tensors(params: dict[str, torch.Tensor], previous: dict[str, torch.Tensor]) -> bool:
