@@ -28,6 +28,7 @@ from torch import nn
 from torch.func import functional_call
 
 from pyro_bkd import _checks
+from pyro_bkd._checks import InputError, InputTypeError
 from pyro_bkd.priors import weight_prior
 
 DATA_PLATE = "data"
@@ -93,9 +94,9 @@ class BKDModel(PyroModule):
     ) -> None:
         super().__init__()
         if not isinstance(student, nn.Module):
-            raise TypeError(f"student must be a torch.nn.Module, got {type(student).__name__}")
+            raise InputTypeError(f"student must be a torch.nn.Module, got {type(student).__name__}")
         if not any(True for _ in student.parameters()):
-            raise ValueError("student must have at least one parameter (a latent weight site)")
+            raise InputError("student must have at least one parameter (a latent weight site)")
         self.temperature = _checks.positive_float("temperature", temperature)
         self.strength = _checks.nonnegative_float("strength", strength)
         self.prior_scale = (
@@ -131,9 +132,7 @@ class BKDModel(PyroModule):
         self, x: torch.Tensor, y: torch.Tensor | None, teacher_logits: torch.Tensor | None
     ) -> None:
         """Validate shapes, labels and teacher logits; raise ``ValueError``/``TypeError``."""
-        _checks.tensor("x", x)
-        if x.dim() < 1 or x.shape[0] == 0:
-            raise ValueError(f"x must have a leading batch dimension N >= 1, got {tuple(x.shape)}")
+        _checks.inputs("x", x)
         num_examples = x.shape[0]
         num_classes = None
         if teacher_logits is not None:
@@ -163,9 +162,9 @@ class BKDModel(PyroModule):
         # Logits are computed outside the plate: the weights carry no data dimension.
         logits = self.student_logits(params, x if full else x[idx])
         if logits.dim() != 2 or logits.shape[0] != idx.shape[0]:
-            raise ValueError(f"student must return logits [N, K], got {tuple(logits.shape)}")
+            raise InputError(f"student must return logits [N, K], got {tuple(logits.shape)}")
         if teacher_logits is not None and logits.shape[1] != teacher_logits.shape[1]:
-            raise ValueError(
+            raise InputError(
                 f"student returns {logits.shape[1]} classes but teacher_logits has "
                 f"{teacher_logits.shape[1]}"
             )
