@@ -155,12 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--data", required=True, metavar="FILE.npz", help="input arrays")
     fit.add_argument("--out", required=True, help="output directory (created if needed)")
     fit.add_argument("--student", default="linear", help=STUDENT_HELP + " (linear)")
-    fit.add_argument(
-        "--temperature", type=number, default=4.0, help="tau > 0 of the TIP (4)"
-    )
-    fit.add_argument(
-        "--strength", type=number, default=1.0, help="teacher strength lam >= 0 (1)"
-    )
+    fit.add_argument("--temperature", type=number, default=4.0, help="tau > 0 of the TIP (4)")
+    fit.add_argument("--strength", type=number, default=1.0, help="teacher strength lam >= 0 (1)")
     fit.add_argument(
         "--prior-scale",
         type=prior_scale,
@@ -203,9 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=number,
         help="step eps on the summed potential (default: pyro_bkd.sample's, from the curvature)",
     )
-    fit.add_argument(
-        "--lr", type=number, default=3e-3, help="Adam learning rate of KD/SVI (0.003)"
-    )
+    fit.add_argument("--lr", type=number, default=3e-3, help="Adam learning rate of KD/SVI (0.003)")
     fit.add_argument(
         "--warm-epochs",
         type=integer,
@@ -272,9 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="mnist/fashion-mnist: split the official test images when the train files are missing",
     )
-    teacher.add_argument(
-        "--lr", type=number, default=0.05, help="SGD learning rate of MLL (0.05)"
-    )
+    teacher.add_argument("--lr", type=number, default=0.05, help="SGD learning rate of MLL (0.05)")
     teacher.add_argument(
         "--finetune-lr",
         type=number,
@@ -318,9 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="TEACHER.pt",
         help="a teacher.pt of 'pyro-bkd teacher' or of an earlier compare (default: train one)",
     )
-    compare.add_argument(
-        "--num-train", type=integer, help="stratified subset of the train split"
-    )
+    compare.add_argument("--num-train", type=integer, help="stratified subset of the train split")
     compare.add_argument("--num-test", type=integer, help="first test examples only")
     compare.add_argument("--data-root", help="folder holding mnist/, fashion-mnist/, cifar10/")
     compare.add_argument("--seed", type=integer, default=0, help="random seed (0)")

@@ -267,15 +267,16 @@ def _train_epoch(
     return {key: (total / num_examples).item() for key, total in totals.items()}
 
 
-def _check_not_diverged(
-    params: list[torch.Tensor], loss: float, epoch: int, lr: float
-) -> None:
-    """Raise ``FloatingPointError`` if the epoch's loss or the weights are NaN or inf."""
-    if math.isfinite(loss) and all(bool(torch.isfinite(p).all()) for p in params):
+def _check_not_diverged(params: list[torch.Tensor], loss: float, epoch: int, lr: float) -> None:
+    """Raise ``FloatingPointError`` if the epoch's loss is NaN or inf, or the weights' squared
+    norm is (in float32: a weight prior or sampler could not evaluate them)."""
+    with torch.no_grad():
+        norm2 = torch.stack([p.float().pow(2).sum() for p in params]).sum()
+    if math.isfinite(loss) and bool(torch.isfinite(norm2)):
         return
     raise FloatingPointError(
-        f"KD training diverged in epoch {epoch + 1} (loss {loss:.3g}, or a NaN/inf weight): "
-        f"the learning rate lr = {lr:g} is too large"
+        f"KD training diverged in epoch {epoch + 1} (loss {loss:.3g}, squared weight norm "
+        f"{float(norm2):.3g}): the learning rate lr = {lr:g} is too large"
     )
 
 

@@ -118,7 +118,15 @@ def check_out_dir(out: object) -> Path:
     if not isinstance(out, str | os.PathLike) or not os.fspath(out):
         raise InputError(f"--out must name a folder, got {out!r}")
     path = Path(out)
-    shown = os.fspath(out)
+    try:
+        _check_folder_path(path)
+    except OSError as error:  # e.g. a name too long for the file system
+        raise InputError(f"--out {os.fspath(out)!r}: {error.strerror or error}") from None
+    return path
+
+
+def _check_folder_path(path: Path) -> None:
+    shown = os.fspath(path)
     if path.is_symlink() and not path.exists():
         raise InputError(f"--out {shown!r} is a symbolic link to a missing target")
     if path.exists() and not path.is_dir():
@@ -131,7 +139,6 @@ def check_out_dir(out: object) -> Path:
         raise InputError(f"--out {shown!r}: a name in it is longer than {limit} bytes")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise InputError(f"--out {shown!r}: cannot write in {os.fspath(ancestor)!r}")
-    return path
 
 
 @contextmanager

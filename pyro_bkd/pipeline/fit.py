@@ -140,7 +140,14 @@ def _read_npz(file: Path) -> dict[str, np.ndarray]:
             return {name: archive[name] for name in archive.files}
     except (PermissionError, IsADirectoryError):
         raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+    except (
+        OSError,
+        ValueError,
+        EOFError,
+        NotImplementedError,  # zipfile: an unsupported version or compression
+        zipfile.BadZipFile,
+        zlib.error,
+    ) as error:
         raise InputError(f"cannot read {os.fspath(file)} as an .npz archive: {error}") from None
 
 
