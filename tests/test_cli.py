@@ -332,8 +332,8 @@ def test_diverging_sgld_exits_1_without_outputs(
     npz: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     out = tmp_path / "out"
-    argv = ["fit", "--data", str(npz), "--out", str(out), "--step-size", "1000",
-            "--warmup", "50", "--num-samples", "5", *FAST]  # fmt: skip
+    argv = ["fit", "--data", str(npz), "--out", str(out), "--method", "sgld", "--step-size",
+            "1000", "--warmup", "50", "--num-samples", "5", *FAST]  # fmt: skip
     assert "non-finite" in _fails(argv, capsys, status=1)
     assert not out.exists()
 

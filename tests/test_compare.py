@@ -158,8 +158,8 @@ def test_bad_input_lists_the_valid_names(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = str(tmp_path / "x")
-    err = _error(["compare", "--dataset", "digits", "--methods", "kd,hmc", "--out", out], capsys)
-    assert "hmc" in err and all(method in err for method in COMPARE_METHODS)
+    err = _error(["compare", "--dataset", "digits", "--methods", "kd,mcmc", "--out", out], capsys)
+    assert "mcmc" in err and all(method in err for method in COMPARE_METHODS)
     err = _error(["compare", "--dataset", "imagenet", "--out", out], capsys)
     assert "digits" in err and "cifar10-subset" in err
     err = _error(["compare", "--dataset", "digits", "--teacher", "nope.pt", "--out", out], capsys)
@@ -177,5 +177,5 @@ def test_bad_input_lists_the_valid_names(
     argv = ["compare", "--dataset", "digits", "--quick", "--teacher", str(three_classes)]
     assert "has 3 classes, digits has 10" in _error([*argv, "--out", out, "-q"], capsys)
     assert not Path(out).exists()  # nothing written before the input was checked
-    with pytest.raises(ValueError, match="unknown method 'hmc'; valid: student, kd"):
-        run_compare(CompareOptions(dataset="digits", out=out, methods=("hmc",)))
+    with pytest.raises(ValueError, match="unknown method 'mcmc'; valid: student, kd"):
+        run_compare(CompareOptions(dataset="digits", out=out, methods=("mcmc",)))
