@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import time
-import zipfile
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -22,6 +20,7 @@ import torch
 from pyro_bkd import __version__, _checks, export, metrics
 from pyro_bkd._checks import InputError
 from pyro_bkd.data import DistillationData
+from pyro_bkd.data.loaders import read_npz
 from pyro_bkd.distill import train_student_kd
 from pyro_bkd.infer.driver import DEFAULT_BUDGETS, DEFAULT_METHOD
 from pyro_bkd.infer.driver import METHODS as SAMPLERS
@@ -98,7 +97,7 @@ def load_fit_data(path: str | os.PathLike[str]) -> FitData:
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"data file not found: {os.fspath(path)}")
-    arrays = _read_npz(file)
+    arrays = read_npz(file)
     missing = [name for name in NPZ_REQUIRED if name not in arrays]
     if missing:
         raise InputError(
@@ -125,30 +124,6 @@ def load_fit_data(path: str | os.PathLike[str]) -> FitData:
     p_test = _class_probs("p_test", arrays["p_test"], m, k) if "p_test" in arrays else None
     ignored = tuple(sorted(set(arrays) - set(NPZ_REQUIRED) - set(NPZ_OPTIONAL)))
     return FitData(x_train, y_train, logits_train, x_test, y_test, logits_test, p_test, ignored)
-
-
-def _read_npz(file: Path) -> dict[str, np.ndarray]:
-    """Every array of an ``.npz`` file (no pickles); a file that is not one is an InputError.
-
-    Permission and other OS errors on the file propagate as they are.
-    """
-    try:
-        archive = np.load(file, allow_pickle=False)
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise InputError("it holds a single array (.npy), not an archive of named arrays")
-        with archive:
-            return {name: archive[name] for name in archive.files}
-    except (PermissionError, IsADirectoryError):
-        raise
-    except (
-        OSError,
-        ValueError,
-        EOFError,
-        NotImplementedError,  # zipfile: an unsupported version or compression
-        zipfile.BadZipFile,
-        zlib.error,
-    ) as error:
-        raise InputError(f"cannot read {os.fspath(file)} as an .npz archive: {error}") from None
 
 
 def _numeric(name: str, array: np.ndarray) -> np.ndarray:
