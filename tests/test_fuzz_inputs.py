@@ -160,6 +160,7 @@ def _out_cases(tmp: Path) -> list[tuple[str, str]]:
         dangling.symlink_to(tmp / "missing-target")
     return [
         ("", "--out"),
+        ("/", "--out"),
         (str(a_file), "--out"),
         (str(a_file / "below"), "--out"),
         (str(dangling), "--out"),

@@ -126,26 +126,33 @@ def check_out_dir(out: object) -> Path:
 
 
 def _check_folder_path(path: Path) -> None:
+    """The checks of :func:`check_out_dir`: the staging folder goes into ``path``'s parent
+    (created if missing), whose nearest existing ancestor must be a writable folder, and the
+    files then move into ``path``, which must be a writable folder if it exists."""
     shown = os.fspath(path)
     if path.is_symlink() and not path.exists():
         raise InputError(f"--out {shown!r} is a symbolic link to a missing target")
     if path.exists() and not path.is_dir():
         raise InputError(f"--out {shown!r} exists and is not a directory")
-    ancestor = next(p for p in (path, *path.absolute().parents) if p.exists() or p.is_symlink())
+    absolute = Path(os.path.abspath(path))
+    ancestor = next((p for p in absolute.parents if p.exists() or p.is_symlink()), None)
+    if ancestor is None:
+        raise InputError(f"--out {shown!r} has no parent folder to stage the outputs in")
     if not ancestor.is_dir():
         raise InputError(f"--out {shown!r}: {os.fspath(ancestor)!r} is not a directory")
     limit = os.pathconf(ancestor, "PC_NAME_MAX")
-    if any(len(os.fsencode(part)) > limit for part in path.parts):
+    if any(len(os.fsencode(part)) > limit for part in absolute.parts):
         raise InputError(f"--out {shown!r}: a name in it is longer than {limit} bytes")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise InputError(f"--out {shown!r}: cannot write in {os.fspath(ancestor)!r}")
+    for folder in (ancestor, path) if path.exists() else (ancestor,):
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise InputError(f"--out {shown!r}: cannot write in {os.fspath(folder)!r}")
 
 
 @contextmanager
 def output_folder(out: str | os.PathLike[str], run: Mapping[str, Any]) -> Iterator[Path]:
     """A staging folder whose files become ``out``'s when the block ends cleanly
     (:func:`pyro_bkd._atomic.staged_output`); ``run`` goes into ``manifest.json``."""
-    with _atomic.staged_output(check_out_dir(out), run) as staging:
+    with _atomic.staged_output(os.path.abspath(check_out_dir(out)), run) as staging:
         yield staging
 
 
