@@ -70,7 +70,8 @@ def staged_output(out: str | os.PathLike[str], run: Mapping[str, Any]) -> Iterat
     """Yield an empty staging folder beside ``out``; on a clean exit its files move into ``out``.
 
     The caller writes every output file under the yielded folder. On a clean exit a
-    :data:`MANIFEST` naming ``run`` and each file's SHA-256 is added and the set is moved into
+    :data:`MANIFEST` naming the run (``run`` and a unique ``id``) and each file's SHA-256 is
+    added and the set is moved into
     place: by one rename when ``out`` does not exist yet; otherwise the old manifest is removed
     first, each file replaces its namesake (other files in ``out`` are left alone) and the new
     manifest comes last, so a folder with a manifest always holds one run's complete set. If
@@ -81,12 +82,12 @@ def staged_output(out: str | os.PathLike[str], run: Mapping[str, Any]) -> Iterat
     target = Path(out)
     created = _make_parents(target.parent)
     _remove_leftovers(target)
-    staging = target.parent / f".{target.name[:100]}.{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    staging = staging.with_name(staging.name + STAGING_SUFFIX)
+    run_id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    staging = target.parent / f".{target.name[:100]}.{run_id}{STAGING_SUFFIX}"
     try:
         staging.mkdir()
         yield staging
-        _write_manifest(staging, run)
+        _write_manifest(staging, {"id": run_id, **run})
         _commit(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

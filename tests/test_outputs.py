@@ -45,12 +45,13 @@ def test_staged_output_moves_a_complete_set_with_its_manifest(tmp_path: Path) ->
         (staging / "sub" / "b.txt").write_text("b0")
         assert not out.exists()
     manifest = json.loads((out / _atomic.MANIFEST).read_text())
-    assert manifest["run"] == {"seed": 0} and sorted(manifest["files"]) == ["a.txt", "sub/b.txt"]
+    assert manifest["run"]["seed"] == 0 and sorted(manifest["files"]) == ["a.txt", "sub/b.txt"]
     (out / "user.txt").write_text("kept")
     with _atomic.staged_output(out, {"seed": 1}) as staging:
         (staging / "a.txt").write_text("a1")
     assert (out / "a.txt").read_text() == "a1" and (out / "user.txt").read_text() == "kept"
-    assert json.loads((out / _atomic.MANIFEST).read_text())["run"] == {"seed": 1}
+    run = json.loads((out / _atomic.MANIFEST).read_text())["run"]
+    assert run["seed"] == 1 and run["id"] != manifest["run"]["id"]
     assert sorted(p.name for p in tmp_path.joinpath("new").iterdir()) == ["out"]
 
 

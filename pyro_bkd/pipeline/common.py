@@ -111,8 +111,9 @@ def resolve_device(device: str | None) -> torch.device:
 def check_out_dir(out: object) -> Path:
     """Check ``--out`` names a folder this process can create or write, before any work.
 
-    Refused: an empty or non-string path, an existing file, a dangling symbolic link, a name
-    longer than the file system allows, and a path whose nearest existing ancestor is not a
+    Refused: an empty or non-string path, the root, an existing file, a dangling symbolic
+    link, a name longer than the file system allows, an existing folder that is not writable,
+    and a parent (where the outputs are staged) whose nearest existing ancestor is not a
     writable folder.
     """
     if not isinstance(out, str | os.PathLike) or not os.fspath(out):
