@@ -43,9 +43,20 @@ def strength_from_alpha(alpha: float, temperature: float, convention: Convention
 def alpha_from_strength(
     strength: float, temperature: float, convention: Convention = "tau2"
 ) -> float:
-    """KD weight ``alpha = lam / (lam + c)`` matching teacher strength ``lam >= 0``."""
+    """KD weight ``alpha = lam / (lam + c)`` matching teacher strength ``lam >= 0``.
+
+    Raises :class:`~pyro_bkd.InputError` naming ``strength`` when ``lam`` is so large against
+    ``c`` that ``alpha`` rounds to 1 (KD would drop the labels).
+    """
     lam = _checks.nonnegative_float("strength", strength)
-    return lam / (lam + kl_scale(temperature, convention))
+    c = kl_scale(temperature, convention)
+    alpha = lam / (lam + c)
+    if alpha >= 1:
+        raise InputError(
+            f"strength {strength!r} is too large for temperature {temperature!r}: the KD weight "
+            f"alpha = lam / (lam + {c:g}) rounds to 1"
+        )
+    return alpha
 
 
 def soft_cross_entropy(target_probs: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:

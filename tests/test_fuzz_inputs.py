@@ -30,6 +30,7 @@ import pyro_bkd
 from pyro_bkd import BKDModel, DistillationData, InputError, cli
 from pyro_bkd.distill import train_student_kd
 from pyro_bkd.infer.svi import fit_svi
+from pyro_bkd.kd import alpha_from_strength
 from pyro_bkd.pipeline.common import LIMITS
 
 SEED = 20261129
@@ -343,6 +344,8 @@ def _api_cases(rng: random.Random) -> list[tuple[str, Callable[[], object]]]:
         ("x", lambda: DistillationData(torch.zeros(0, D))),
         ("x", lambda: DistillationData(np.zeros((N, D)))),  # type: ignore[arg-type]
         ("student", lambda: BKDModel("linear")),  # type: ignore[arg-type]
+        ("strength", lambda: alpha_from_strength(1e300, 4.0)),
+        ("strength", lambda: alpha_from_strength(1e20, 0.01)),
     ]
     return cases
 

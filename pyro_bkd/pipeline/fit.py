@@ -95,6 +95,8 @@ def load_fit_data(path: str | os.PathLike[str]) -> FitData:
     are ignored (their names are in :attr:`FitData.ignored`).
     """
     file = Path(path)
+    if file.exists() and not file.is_file():
+        raise InputError(f"data file {os.fspath(path)!r} is not a file")
     if not file.is_file():
         raise FileNotFoundError(f"data file not found: {os.fspath(path)}")
     arrays = read_npz(file)
@@ -321,7 +323,10 @@ def run_fit(options: FitOptions, log: Log = quiet) -> dict[str, Any]:
     ``sgld``/``psgld`` run :func:`pyro_bkd.sample`; ``map``/``svi-*`` run
     :func:`pyro_bkd.infer.svi.fit_svi` for ``steps`` steps and draw from the guide; ``nuts``
     runs ``pyro.infer.MCMC(NUTS(model))`` chain after chain on the full data. Writes
-    ``out/posterior.nc`` and ``out/metrics.json`` (and the report with ``report=True``).
+    ``out/posterior.nc`` and ``out/metrics.json`` (and the report with ``report=True``), all
+    staged and moved into place with ``out/manifest.json`` once complete. Every option and
+    input is checked first (:func:`check_fit_options`, :func:`load_fit_data`,
+    :func:`check_fit_budget`); the minibatch size is ``min(batch_size, N)``.
     """
     opts = options.resolved()
     data = load_fit_data(opts.data)
