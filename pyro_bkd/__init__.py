@@ -8,6 +8,7 @@ uncertainty summaries (:mod:`pyro_bkd.uq`, :mod:`pyro_bkd.metrics`) and the Arvi
 
 __version__ = "0.1.0"
 
+from pyro_bkd._checks import InputError
 from pyro_bkd.cmi import class_centroids, cmi
 from pyro_bkd.data import DistillationData
 from pyro_bkd.infer import (
@@ -38,6 +39,7 @@ __all__ = [
     "ConvergenceWarning",
     "CyclicalStep",
     "DistillationData",
+    "InputError",
     "NonFiniteError",
     "PolynomialDecay",
     "SamplingResult",

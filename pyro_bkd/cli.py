@@ -9,14 +9,19 @@
   one data set, one comparison table.
 
 This module parses arguments, calls :mod:`pyro_bkd.pipeline` and prints results. Exit status:
-0 on success; 2 on bad input (bad arguments, a missing or malformed file, an unknown name...),
-with one line ``pyro-bkd: error: <message>`` on stderr and no traceback; 1 with one such line
-when SGLD diverges (a non-finite potential). Other exceptions are bugs and propagate.
+0 on success; 2 on bad input, with one line ``pyro-bkd: error: <message>`` on stderr naming
+the flag or file and no traceback: an :class:`~pyro_bkd.InputError` (an option out of range, a
+malformed file, an unknown name...) or an OS error on a path (missing, not a folder, no
+permission, read-only file system, name too long, disk full); 1 with one such line when a
+computation diverges (``FloatingPointError``: a non-finite potential, a diverged KD or teacher
+training, NaN predictions). Every option is checked before any work. Other exceptions are bugs
+and keep their traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import math
 import os
 import sys
@@ -27,14 +32,18 @@ from typing import Any, NoReturn
 import torch
 
 from pyro_bkd import __version__
+from pyro_bkd._checks import InputError
 from pyro_bkd.infer.driver import DEFAULT_METHOD
-from pyro_bkd.infer.monitor import NonFiniteError
 
 PROG = "pyro-bkd"
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
-#: Errors of the library that mean "bad input": reported in one line, exit status 2.
-INPUT_ERRORS = (ValueError, TypeError, FileNotFoundError, KeyError)
+#: OS errors about a path (the user's ``--out``, ``--data``, ``--teacher``, ``--data-root``):
+#: reported in one line, exit status 2, like :class:`~pyro_bkd.InputError`.
+PATH_ERRORS = (FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError)
+#: ``errno`` values of other OS errors reported the same way: a full disk or quota, a read-only
+#: file system, a name too long.
+PATH_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENAMETOOLONG})
 
 STUDENT_HELP = (
     "student network: linear, mlp, mlp:H1,H2,... (hidden widths), small_cnn:W (width), or a "
@@ -62,65 +71,34 @@ def one_line(message: str) -> str:
 
 
 def error_message(error: BaseException) -> str:
-    """The text of a library error (a ``KeyError``'s key without the quotes ``str`` adds)."""
-    if isinstance(error, KeyError) and len(error.args) == 1:
-        return str(error.args[0])
+    """The text of a library error (its type's name when it has none)."""
     return str(error) or type(error).__name__
 
 
 # --------------------------------------------------------------------------- argument types
+# These only parse; ranges are checked with the job's options (pyro_bkd.pipeline.common.LIMITS),
+# so the library and the command refuse the same values with the same message.
 
 
-def _number(text: str) -> float:
+def number(text: str) -> float:
+    """A float (``nan``/``inf`` parse here and are refused by the range checks)."""
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be finite, got {text!r}")
-    return value
 
 
-def positive_float(text: str) -> float:
-    value = _number(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def nonnegative_float(text: str) -> float:
-    value = _number(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
+def integer(text: str) -> int:
+    """A decimal integer."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
 
 
 def prior_scale(text: str) -> float | None:
-    """A weight-prior scale ``> 0``, or ``none`` for a flat prior."""
-    if text.strip().lower() == "none":
-        return None
-    value = _number(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0 (or 'none' for a flat prior), got {text}")
-    return value
-
-
-def _integer(text: str, minimum: int) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-    if value < minimum:
-        raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    return _integer(text, 1)
-
-
-def nonnegative_int(text: str) -> int:
-    return _integer(text, 0)
+    """A number, or ``none`` for a flat prior."""
+    return None if text.strip().lower() == "none" else number(text)
 
 
 # --------------------------------------------------------------------------- parser
@@ -154,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     demo.add_argument("--out", required=True, help="output directory (created if needed)")
-    demo.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (0)")
+    demo.add_argument("--seed", type=integer, default=0, help="random seed (0)")
     demo.add_argument(
         "--quick",
         action="store_true",
@@ -177,12 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--data", required=True, metavar="FILE.npz", help="input arrays")
     fit.add_argument("--out", required=True, help="output directory (created if needed)")
     fit.add_argument("--student", default="linear", help=STUDENT_HELP + " (linear)")
-    fit.add_argument(
-        "--temperature", type=positive_float, default=4.0, help="tau > 0 of the TIP (4)"
-    )
-    fit.add_argument(
-        "--strength", type=nonnegative_float, default=1.0, help="teacher strength lam >= 0 (1)"
-    )
+    fit.add_argument("--temperature", type=number, default=4.0, help="tau > 0 of the TIP (4)")
+    fit.add_argument("--strength", type=number, default=1.0, help="teacher strength lam >= 0 (1)")
     fit.add_argument(
         "--prior-scale",
         type=prior_scale,
@@ -198,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fit.add_argument(
         "--num-samples",
-        type=positive_int,
+        type=integer,
         help=(
             "draws per chain (hmc/sghmc/sgld/psgld/nuts/svi: 200; map: 1; mc-dropout: 200 masks; "
             "ensemble: 5 members)"
@@ -206,31 +180,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fit.add_argument(
         "--warmup",
-        type=nonnegative_int,
+        type=integer,
         help="warm-up iterations per chain (hmc: 300; sghmc/sgld/psgld: 4000; nuts: 200)",
     )
     fit.add_argument(
         "--chains",
-        type=positive_int,
+        type=integer,
         help="chains (hmc/sghmc/sgld/psgld: 4, nuts: 2; svi/map/mc-dropout/ensemble: 1)",
     )
     fit.add_argument(
         "--thin",
-        type=positive_int,
+        type=integer,
         help="keep every thin-th iteration (hmc: 1; sghmc/sgld/psgld: 20; nuts: 1)",
     )
-    fit.add_argument("--batch-size", type=positive_int, default=128, help="minibatch size m (128)")
+    fit.add_argument("--batch-size", type=integer, default=128, help="minibatch size m (128)")
     fit.add_argument(
         "--step-size",
-        type=positive_float,
+        type=number,
         help="step eps on the summed potential (default: pyro_bkd.sample's, from the curvature)",
     )
-    fit.add_argument(
-        "--lr", type=positive_float, default=3e-3, help="Adam learning rate of KD/SVI (0.003)"
-    )
+    fit.add_argument("--lr", type=number, default=3e-3, help="Adam learning rate of KD/SVI (0.003)")
     fit.add_argument(
         "--warm-epochs",
-        type=nonnegative_int,
+        type=integer,
         default=30,
         help=(
             "epochs of KD training before inference, 0 starts from the random init; "
@@ -239,14 +211,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fit.add_argument(
         "--dropout",
-        type=positive_float,
+        type=number,
         default=0.2,
         help="mc-dropout: dropout probability p in (0, 1) before hidden dense layers (0.2)",
     )
     fit.add_argument(
-        "--steps", type=positive_int, default=2000, help="optimisation steps of map/svi (2000)"
+        "--steps", type=integer, default=2000, help="optimisation steps of map/svi (2000)"
     )
-    fit.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (0)")
+    fit.add_argument("--seed", type=integer, default=0, help="random seed (0)")
     fit.add_argument(
         "--keep-weights",
         action="store_true",
@@ -270,19 +242,19 @@ def build_parser() -> argparse.ArgumentParser:
     teacher.add_argument("--objective", choices=OBJECTIVES, default="mll", help="(mll)")
     teacher.add_argument(
         "--cmi-weight",
-        type=nonnegative_float,
+        type=number,
         default=0.2,
         help="lam_cmi of the MCMI loss CE - lam_cmi KL(P_x || Q_y) (0.2)",
     )
     teacher.add_argument(
         "--epochs",
-        type=positive_int,
+        type=integer,
         default=20,
         help="epochs of the objective (mcmi: of the fine-tuning) (20)",
     )
     teacher.add_argument(
         "--mll-epochs",
-        type=positive_int,
+        type=integer,
         help="mcmi only: epochs of the MLL pre-training (default: --epochs)",
     )
     teacher.add_argument(
@@ -294,17 +266,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="mnist/fashion-mnist: split the official test images when the train files are missing",
     )
-    teacher.add_argument(
-        "--lr", type=positive_float, default=0.05, help="SGD learning rate of MLL (0.05)"
-    )
+    teacher.add_argument("--lr", type=number, default=0.05, help="SGD learning rate of MLL (0.05)")
     teacher.add_argument(
         "--finetune-lr",
-        type=positive_float,
+        type=number,
         default=0.01,
         help="SGD learning rate of the MCMI fine-tuning (0.01)",
     )
-    teacher.add_argument("--batch-size", type=positive_int, default=128, help="(128)")
-    teacher.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (0)")
+    teacher.add_argument("--batch-size", type=integer, default=128, help="(128)")
+    teacher.add_argument("--seed", type=integer, default=0, help="random seed (0)")
     teacher.add_argument(
         "--no-inputs",
         action="store_true",
@@ -340,12 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="TEACHER.pt",
         help="a teacher.pt of 'pyro-bkd teacher' or of an earlier compare (default: train one)",
     )
-    compare.add_argument(
-        "--num-train", type=positive_int, help="stratified subset of the train split"
-    )
-    compare.add_argument("--num-test", type=positive_int, help="first test examples only")
+    compare.add_argument("--num-train", type=integer, help="stratified subset of the train split")
+    compare.add_argument("--num-test", type=integer, help="first test examples only")
     compare.add_argument("--data-root", help="folder holding mnist/, fashion-mnist/, cifar10/")
-    compare.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (0)")
+    compare.add_argument("--seed", type=integer, default=0, help="random seed (0)")
     compare.add_argument("--quick", action="store_true", help="a tiny budget (seconds, for tests)")
     _add_common(compare, default_threads="1")
     compare.set_defaults(handler=_compare)
@@ -380,7 +348,7 @@ def _add_common(parser: argparse.ArgumentParser, default_threads: str | None = N
     )
     parser.add_argument(
         "--threads",
-        type=positive_int,
+        type=integer,
         help=f"CPU threads of PyTorch (default: {threads_default})",
     )
     parser.set_defaults(default_threads=default_threads)
@@ -401,14 +369,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _set_threads(args)
         return args.handler(args)
-    except NonFiniteError as error:
+    except FloatingPointError as error:  # NonFiniteError and diverged training among them
         _fail(error_message(error), status=EXIT_FAILED)
-    except INPUT_ERRORS as error:
+    except InputError as error:
         _fail(error_message(error))
+    except OSError as error:
+        if not is_path_error(error):
+            raise
+        _fail(path_error_message(error))
+
+
+def is_path_error(error: OSError) -> bool:
+    """Whether ``error`` is about a path or its file system (bad input), not a bug."""
+    return isinstance(error, PATH_ERRORS) or error.errno in PATH_ERRNOS
+
+
+def path_error_message(error: OSError) -> str:
+    """``path: reason`` of an OS error (its text as it is when it names no file)."""
+    if error.filename is None or not error.strerror:
+        return error_message(error)
+    return f"{os.fspath(error.filename)}: {error.strerror}"
 
 
 def _set_threads(args: argparse.Namespace) -> None:
+    from pyro_bkd.pipeline.common import check_count
+
     threads = args.threads
+    if threads is not None:
+        check_count("--threads", threads)
     if threads is None and args.default_threads and "OMP_NUM_THREADS" not in os.environ:
         threads = int(args.default_threads)
     if threads is not None:

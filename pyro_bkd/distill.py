@@ -15,6 +15,7 @@ KD student is the natural warm start for sampling.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -24,6 +25,7 @@ from torch import nn
 from tqdm import tqdm
 
 from pyro_bkd import _checks
+from pyro_bkd._checks import InputError, InputTypeError
 from pyro_bkd.kd import CONVENTIONS, Convention, kd_kl, kd_loss, kl_scale
 from pyro_bkd.teachers import default_device, evaluating
 
@@ -168,28 +170,31 @@ def train_student_kd(
         x_val, y_val: optional validation set; its accuracy is recorded after each epoch.
 
     Raises:
-        ValueError: shapes that disagree, labels outside ``[0, K)``, non-finite teacher logits,
-            or a hyper-parameter out of range (the message names it).
+        ValueError: shapes that disagree, labels outside ``[0, K)``, non-finite inputs or
+            teacher logits, or a hyper-parameter out of range (an :class:`~pyro_bkd.InputError`
+            naming it).
+        FloatingPointError: the training diverged (a NaN or inf loss or weight): ``lr`` is too
+            large.
     """
     _check_kd_args(temperature, alpha, convention, epochs, batch_size, lr, weight_decay)
     if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+        raise InputError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
     if _checks.nonnegative_float("momentum", momentum) >= 1:
-        raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+        raise InputError(f"momentum must be in [0, 1), got {momentum!r}")
     if not isinstance(student, nn.Module):
-        raise TypeError(f"student must be a torch.nn.Module, got {type(student).__name__}")
+        raise InputTypeError(f"student must be a torch.nn.Module, got {type(student).__name__}")
     params = [p for p in student.parameters() if p.requires_grad]
     if not params:
-        raise ValueError("student has no parameter that requires grad (frozen?); nothing to train")
+        raise InputError("student has no parameter that requires grad (frozen?); nothing to train")
     _check_data(x, y, teacher_logits)
     validation = None
     if (x_val is None) != (y_val is None):
-        raise ValueError("give both x_val and y_val, or neither")
+        raise InputError("give both x_val and y_val, or neither")
     if x_val is not None and y_val is not None:
         _checks.tensor("x_val", x_val)
         _checks.labels("y_val", y_val, x_val.shape[0], None)
         if x_val.shape[1:] != x.shape[1:]:
-            raise ValueError(
+            raise InputError(
                 f"x_val must have feature shape {tuple(x.shape[1:])} like x, "
                 f"got {tuple(x_val.shape[1:])}"
             )
@@ -213,10 +218,11 @@ def train_student_kd(
     with torch.random.fork_rng(devices=_cuda_indices(device)):
         torch.manual_seed(seed)
         bar = tqdm(range(epochs), desc="KD student", disable=not progress)
-        for _ in bar:
+        for epoch in bar:
             record = _train_epoch(
                 student, x, y, teacher_logits, opt, batch_size, generator, settings
             )
+            _check_not_diverged(params, record["loss"], epoch, lr)
             if validation is not None:
                 record["val_acc"] = accuracy(student, *validation)
             for key, value in record.items():
@@ -261,10 +267,23 @@ def _train_epoch(
     return {key: (total / num_examples).item() for key, total in totals.items()}
 
 
+def _check_not_diverged(params: list[torch.Tensor], loss: float, epoch: int, lr: float) -> None:
+    """Raise ``FloatingPointError`` if the epoch's loss is NaN or inf, or the weights' squared
+    norm is (in float32: a weight prior or sampler could not evaluate them)."""
+    with torch.no_grad():
+        norm2 = torch.stack([p.float().pow(2).sum() for p in params]).sum()
+    if math.isfinite(loss) and bool(torch.isfinite(norm2)):
+        return
+    raise FloatingPointError(
+        f"KD training diverged in epoch {epoch + 1} (loss {loss:.3g}, squared weight norm "
+        f"{float(norm2):.3g}): the learning rate lr = {lr:g} is too large"
+    )
+
+
 def _check_alpha(alpha: float) -> float:
     a = _checks.nonnegative_float("alpha", alpha)
     if a >= 1:
-        raise ValueError(f"alpha must be in [0, 1) (alpha = 1 drops the labels), got {alpha!r}")
+        raise InputError(f"alpha must be in [0, 1) (alpha = 1 drops the labels), got {alpha!r}")
     return a
 
 
@@ -278,7 +297,7 @@ def _check_kd_args(
     weight_decay: float,
 ) -> None:
     if convention not in CONVENTIONS:
-        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+        raise InputError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
     kl_scale(temperature, convention)  # checks temperature > 0
     _check_alpha(alpha)
     _checks.positive_int("epochs", epochs)
@@ -288,9 +307,7 @@ def _check_kd_args(
 
 
 def _check_data(x: torch.Tensor, y: torch.Tensor, teacher_logits: torch.Tensor | None) -> None:
-    _checks.tensor("x", x)
-    if x.dim() < 1 or x.shape[0] == 0:
-        raise ValueError(f"x must have a leading batch dimension N >= 1, got {tuple(x.shape)}")
+    _checks.inputs("x", x)
     num_classes = None
     if teacher_logits is not None:
         _checks.logits("teacher_logits", teacher_logits, x.shape[0])

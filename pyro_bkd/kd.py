@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from pyro_bkd import _checks
+from pyro_bkd._checks import InputError
 
 Convention = Literal["tau2", "one"]
 CONVENTIONS: tuple[str, ...] = ("tau2", "one")
@@ -28,23 +29,34 @@ def kl_scale(temperature: float, convention: Convention = "tau2") -> float:
         return tau * tau
     if convention == "one":
         return 1.0
-    raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+    raise InputError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
 
 
 def strength_from_alpha(alpha: float, temperature: float, convention: Convention = "tau2") -> float:
     """Teacher strength ``lam = alpha c / (1 - alpha)`` matching KD weight ``alpha in [0, 1)``."""
     a = _checks.nonnegative_float("alpha", alpha)
     if a >= 1:
-        raise ValueError(f"alpha must be in [0, 1) (alpha = 1 drops the labels), got {alpha!r}")
+        raise InputError(f"alpha must be in [0, 1) (alpha = 1 drops the labels), got {alpha!r}")
     return a * kl_scale(temperature, convention) / (1.0 - a)
 
 
 def alpha_from_strength(
     strength: float, temperature: float, convention: Convention = "tau2"
 ) -> float:
-    """KD weight ``alpha = lam / (lam + c)`` matching teacher strength ``lam >= 0``."""
+    """KD weight ``alpha = lam / (lam + c)`` matching teacher strength ``lam >= 0``.
+
+    Raises :class:`~pyro_bkd.InputError` naming ``strength`` when ``lam`` is so large against
+    ``c`` that ``alpha`` rounds to 1 (KD would drop the labels).
+    """
     lam = _checks.nonnegative_float("strength", strength)
-    return lam / (lam + kl_scale(temperature, convention))
+    c = kl_scale(temperature, convention)
+    alpha = lam / (lam + c)
+    if alpha >= 1:
+        raise InputError(
+            f"strength {strength!r} is too large for temperature {temperature!r}: the KD weight "
+            f"alpha = lam / (lam + {c:g}) rounds to 1"
+        )
+    return alpha
 
 
 def soft_cross_entropy(target_probs: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
@@ -78,7 +90,7 @@ def kd_loss(
     c = kl_scale(temperature, convention)
     a = _checks.nonnegative_float("alpha", alpha)
     if a > 1:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
+        raise InputError(f"alpha must be in [0, 1], got {alpha!r}")
     ce = F.cross_entropy(student_logits, labels)
     kl = kd_kl(student_logits, teacher_logits.detach(), temperature).mean()
     return (1.0 - a) * ce + a * c * kl

@@ -28,6 +28,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from pyro_bkd import _checks
+from pyro_bkd._checks import InputError, InputTypeError
 from pyro_bkd.priors import weight_prior
 
 DATA_PLATE = "data"
@@ -93,9 +94,9 @@ class BKDModel(PyroModule):
     ) -> None:
         super().__init__()
         if not isinstance(student, nn.Module):
-            raise TypeError(f"student must be a torch.nn.Module, got {type(student).__name__}")
+            raise InputTypeError(f"student must be a torch.nn.Module, got {type(student).__name__}")
         if not any(True for _ in student.parameters()):
-            raise ValueError("student must have at least one parameter (a latent weight site)")
+            raise InputError("student must have at least one parameter (a latent weight site)")
         self.temperature = _checks.positive_float("temperature", temperature)
         self.strength = _checks.nonnegative_float("strength", strength)
         self.prior_scale = (
@@ -153,22 +154,20 @@ class BKDModel(PyroModule):
             shape = shapes[name].shape
             extra = value.dim() - len(shape)
             if extra < 0 or value.shape[extra:] != shape:
-                raise ValueError(
+                raise InputError(
                     f"weight {name!r} must have shape [..., {', '.join(map(str, shape))}], "
                     f"got {tuple(value.shape)}"
                 )
             batches.add(value.shape[:extra])
         if len(batches) > 1:
-            raise ValueError(f"weights disagree on their leading (draw) dimensions: {batches}")
+            raise InputError(f"weights disagree on their leading (draw) dimensions: {batches}")
         return batches.pop() if batches else torch.Size()
 
     def check_data(
         self, x: torch.Tensor, y: torch.Tensor | None, teacher_logits: torch.Tensor | None
     ) -> None:
-        """Validate shapes, labels and teacher logits; raise ``ValueError``/``TypeError``."""
-        _checks.tensor("x", x)
-        if x.dim() < 1 or x.shape[0] == 0:
-            raise ValueError(f"x must have a leading batch dimension N >= 1, got {tuple(x.shape)}")
+        """Validate shapes, labels and teacher logits; raise :class:`~pyro_bkd.InputError`."""
+        _checks.inputs("x", x)
         num_examples = x.shape[0]
         num_classes = None
         if teacher_logits is not None:
@@ -198,10 +197,10 @@ class BKDModel(PyroModule):
         # Logits are computed outside the plate: the weights carry no data dimension.
         logits = self.student_logits(params, x if full else x[idx])
         if logits.dim() < 2 or logits.shape[-2] != idx.shape[0]:
-            raise ValueError(f"student must return logits [N, K], got {tuple(logits.shape)}")
+            raise InputError(f"student must return logits [N, K], got {tuple(logits.shape)}")
         num_classes = logits.shape[-1]
         if teacher_logits is not None and num_classes != teacher_logits.shape[1]:
-            raise ValueError(
+            raise InputError(
                 f"student returns {num_classes} classes but teacher_logits has "
                 f"{teacher_logits.shape[1]}"
             )

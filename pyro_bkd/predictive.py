@@ -22,6 +22,9 @@ from pyro import poutine
 from torch import nn
 from torch.func import functional_call, vmap
 
+from pyro_bkd import _checks
+from pyro_bkd._checks import InputError
+
 Draws = Mapping[str, torch.Tensor]
 PARTICLES_PLATE = "particles"
 ROWS_PER_CALL = 8192  # default bound on (draw, input) pairs per vmap call
@@ -65,17 +68,18 @@ def predict_probs(
     Raises:
         ValueError: a name that is not a parameter of ``student``, no draws at all, shapes
             that disagree, no inputs, logits that are not ``[N, K]``, or a non-positive chunk
-            size or temperature.
+            size or temperature (an :class:`~pyro_bkd.InputError`).
+        FloatingPointError: NaN or inf probabilities at some input (:func:`check_finite_probs`).
     """
     params = dict(student.named_parameters())
     num_chains, num_draws = _check_draws(draws, params)
-    if x.dim() < 1 or x.shape[0] == 0:
-        raise ValueError(f"x must have a leading batch dimension N >= 1, got {tuple(x.shape)}")
+    _checks.inputs("x", x)
     if draw_chunk is None:
         draw_chunk = 1 if _has_convolutions(student) else 64
-    _check_positive(draw_chunk=draw_chunk, temperature=temperature)
+    _checks.positive_int("draw_chunk", draw_chunk)
+    _checks.positive_float("temperature", temperature)
     if input_chunk is not None:
-        _check_positive(input_chunk=input_chunk)
+        _checks.positive_int("input_chunk", input_chunk)
     flat = {name: value.reshape(-1, *params[name].shape) for name, value in draws.items()}
     fixed = {name: p.detach() for name, p in params.items() if name not in draws}
     fixed.update(student.named_buffers())
@@ -101,7 +105,24 @@ def predict_probs(
                     )
                 out[start : start + draw_chunk, begin : begin + input_step] = probs
     assert out is not None  # total >= 1 and N >= 1 were checked
-    return out.reshape(num_chains, num_draws, *out.shape[1:])
+    return check_finite_probs(out.reshape(num_chains, num_draws, *out.shape[1:]))
+
+
+def check_finite_probs(probs: torch.Tensor) -> torch.Tensor:
+    """Return ``probs [chain, draw, N, K]`` after checking it holds no NaN or inf.
+
+    Raises:
+        FloatingPointError: naming how many of the ``N`` inputs got non-finite probabilities
+            in some draw, and the first of them (the student overflows there).
+    """
+    bad = (~torch.isfinite(probs)).flatten(0, 1).any(0).any(-1)
+    if bad.any():
+        first = int(bad.nonzero()[0])
+        raise FloatingPointError(
+            f"the student's class probabilities are NaN or inf at {int(bad.sum())} of "
+            f"{bad.numel()} test inputs (first: input {first}); its logits overflow there"
+        )
+    return probs
 
 
 def guide_draws(
@@ -123,7 +144,7 @@ def guide_draws(
         ``name -> [1, num_samples, *site_shape]`` for every non-observed, non-auxiliary sample
         site, detached.
     """
-    _check_positive(num_samples=num_samples)
+    _checks.positive_int("num_samples", num_samples)
     with torch.no_grad():
         first_trace = _trace(guide, model_args, model_kwargs)  # also sets up an AutoGuide
         first = _latent_values(first_trace)
@@ -173,7 +194,7 @@ def probs_from_guide(
     names = [name for name, _ in student.named_parameters()]
     draws = {name: sites[name] for name in names if name in sites}
     if not draws:
-        raise ValueError(
+        raise InputError(
             f"no site of the guide is a parameter of the student: sites {sorted(sites)}, "
             f"parameters {names}"
         )
@@ -207,7 +228,7 @@ def _has_convolutions(module: nn.Module) -> bool:
 def _probs(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """``softmax(z / T)`` over the class dimension of batched logits ``[s, n, K]``."""
     if logits.dim() != 3:
-        raise ValueError(f"student must return logits [N, K], got {tuple(logits.shape[1:])}")
+        raise InputError(f"student must return logits [N, K], got {tuple(logits.shape[1:])}")
     return torch.softmax(logits / temperature, dim=-1)
 
 
@@ -215,32 +236,26 @@ def _check_draws(draws: Draws, params: Mapping[str, torch.Tensor]) -> tuple[int,
     """Check names and shapes of ``draws``; return ``(chain, draw)``."""
     unknown = sorted(set(draws) - set(params))
     if unknown:
-        raise ValueError(
+        raise InputError(
             f"draws has names that are not parameters of the student: {unknown}; "
             f"valid names: {list(params)}"
         )
     if not draws:
-        raise ValueError("draws is empty: give [chain, draw, ...] values for some parameters")
+        raise InputError("draws is empty: give [chain, draw, ...] values for some parameters")
     leading = set()
     for name, value in draws.items():
         if value.dim() < 2 or value.shape[2:] != params[name].shape:
             expected = ", ".join(["chain", "draw", *map(str, params[name].shape)])
-            raise ValueError(
+            raise InputError(
                 f"draws[{name!r}] must have shape [{expected}], got {tuple(value.shape)}"
             )
         leading.add(tuple(value.shape[:2]))
     if len(leading) > 1:
-        raise ValueError(f"draws disagree on [chain, draw]: {sorted(leading)}")
+        raise InputError(f"draws disagree on [chain, draw]: {sorted(leading)}")
     num_chains, num_draws = leading.pop()
     if num_chains * num_draws == 0:
-        raise ValueError(f"draws hold no draws: [chain, draw] = [{num_chains}, {num_draws}]")
+        raise InputError(f"draws hold no draws: [chain, draw] = [{num_chains}, {num_draws}]")
     return num_chains, num_draws
-
-
-def _check_positive(**values: float) -> None:
-    for name, value in values.items():
-        if not value > 0:
-            raise ValueError(f"{name} must be > 0, got {value!r}")
 
 
 def _device_of(params: Mapping[str, torch.Tensor]) -> torch.device:

@@ -53,8 +53,13 @@ class Table(NamedTuple):
 MIN_MASS = 0.01
 
 
-def write_report(run_dir: str | os.PathLike[str], top: int = TOP_ENTRIES) -> tuple[Path, Path]:
+def write_report(
+    run_dir: str | os.PathLike[str], top: int = TOP_ENTRIES, name: str | None = None
+) -> tuple[Path, Path]:
     """Write ``run_dir/report.html`` and ``run_dir/report.md``; returns their paths.
+
+    ``name`` titles the report (default: the folder's name; a job writing into a staging
+    folder passes the name of its output folder).
 
     Raises:
         FileNotFoundError: ``run_dir/metrics.json`` is missing.
@@ -84,7 +89,7 @@ def write_report(run_dir: str | os.PathLike[str], top: int = TOP_ENTRIES) -> tup
     if verdict is not None:  # the verdict opens the report, before the run's attributes
         tables.insert(0, tables.pop(next(i for i, t in enumerate(tables) if t.title == "Verdict")))
     images = sorted((run / "plots").glob("*.png"))
-    title = f"pyro-bkd report: {run.resolve().name}"
+    title = f"pyro-bkd report: {name or run.resolve().name}"
     html_path = _atomic.write_text(run / "report.html", render_html(title, tables, images))
     md_path = _atomic.write_text(run / "report.md", render_markdown(title, tables, images, run))
     return html_path, md_path

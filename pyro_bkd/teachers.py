@@ -26,6 +26,7 @@ from torch import nn
 from tqdm import tqdm
 
 from pyro_bkd import _checks
+from pyro_bkd._checks import InputError
 from pyro_bkd.cmi import (
     centroids_from_sums,
     class_centroids,
@@ -137,7 +138,7 @@ def streaming_cmi(
             sums = batch_sums if sums is None else sums + batch_sums
             counts = batch_counts if counts is None else counts + batch_counts
         if sums is None or counts is None:
-            raise ValueError("loader yielded no batches")
+            raise InputError("loader yielded no batches")
         centroids = centroids_from_sums(sums, counts)
         total = sums.new_zeros(())
         for probs, labels in _probs_batches(model, loader, device, num_classes):
@@ -237,9 +238,9 @@ def train_teacher(
     _check_hyperparameters(objective, epochs, lr, batch_size, weight_decay, momentum, cmi_weight)
     ema = _checks.nonnegative_float("ema_momentum", ema_momentum)
     if ema >= 1:
-        raise ValueError(f"ema_momentum must be in [0, 1), got {ema_momentum!r}")
+        raise InputError(f"ema_momentum must be in [0, 1), got {ema_momentum!r}")
     if not any(p.requires_grad for p in model.parameters()):
-        raise ValueError("model has no parameter that requires grad (frozen?); nothing to train")
+        raise InputError("model has no parameter that requires grad (frozen?); nothing to train")
     device = default_device(device)
     model.to(device)
     x, y = _training_data(model, device, x, y, "x", "y", None)
@@ -354,12 +355,12 @@ def _training_data(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Check ``x [N, ...]`` and ``y [N]`` with labels in ``[0, K)``; return both on ``device``."""
     if x is None or y is None:
-        raise ValueError(f"give both {x_name} and {y_name}, or neither")
+        raise InputError(f"give both {x_name} and {y_name}, or neither")
     _checks.tensor(x_name, x)
     if x.dim() == 0 or x.shape[0] == 0:
-        raise ValueError(f"{x_name} must hold at least one example, got shape {tuple(x.shape)}")
+        raise InputError(f"{x_name} must hold at least one example, got shape {tuple(x.shape)}")
     if feature_shape is not None and x.shape[1:] != feature_shape:
-        raise ValueError(
+        raise InputError(
             f"{x_name} must have feature shape {tuple(feature_shape)} like x, "
             f"got {tuple(x.shape[1:])}"
         )
@@ -370,7 +371,7 @@ def _training_data(
 
 def _check_choice(name: str, value: str, valid: tuple[str, ...]) -> None:
     if value not in valid:
-        raise ValueError(f"{name} must be one of {valid}, got {value!r}")
+        raise InputError(f"{name} must be one of {valid}, got {value!r}")
 
 
 def _check_hyperparameters(
@@ -387,11 +388,11 @@ def _check_hyperparameters(
     _checks.positive_float("lr", lr)
     _checks.nonnegative_float("weight_decay", weight_decay)
     if _checks.nonnegative_float("momentum", momentum) >= 1:
-        raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+        raise InputError(f"momentum must be in [0, 1), got {momentum!r}")
     if objective != "mcmi":
         return
     if isinstance(cmi_weight, int | float) and cmi_weight < 0:
-        raise ValueError(
+        raise InputError(
             f"cmi_weight must be >= 0 with objective='mcmi', got {cmi_weight!r}: the MCMI loss "
             "is CE - cmi_weight * KL(P_x || Q_y), so a negative weight would minimise the "
             "conditional mutual information instead of maximising it"

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import gzip
 import os
+import zipfile
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,6 +31,8 @@ import numpy as np
 import torch
 from sklearn.datasets import load_digits as _sklearn_digits
 from sklearn.model_selection import train_test_split
+
+from pyro_bkd._checks import InputError, InputTypeError
 
 DATA_ENV_VAR = "PYRO_BKD_DATA"
 SHARED_DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -96,17 +100,17 @@ class Dataset:
 
     def __post_init__(self) -> None:
         if len(self.class_names) != self.num_classes:
-            raise ValueError(
+            raise InputError(
                 f"class_names has {len(self.class_names)} names for {self.num_classes} classes"
             )
         for split in ("train", "test"):
             x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
             if x.dtype != torch.float32 or y.dtype != torch.int64:
-                raise TypeError(
+                raise InputTypeError(
                     f"x_{split} must be float32 and y_{split} int64, got {x.dtype}, {y.dtype}"
                 )
             if y.dim() != 1 or x.shape[0] != y.shape[0]:
-                raise ValueError(
+                raise InputError(
                     f"x_{split} {tuple(x.shape)} and y_{split} {tuple(y.shape)} "
                     f"must share the leading dimension N"
                 )
@@ -190,14 +194,14 @@ def load_cifar10_subset(root: str | Path | None = None) -> Dataset:
     folder = _find_folder(
         (_CIFAR10_FILE,), _search_dirs("cifar10", root), _missing_hint("cifar10", "train")
     )
-    with np.load(folder / _CIFAR10_FILE, allow_pickle=False) as arrays:
-        splits = {
-            split: (
-                _images_to_tensor(arrays[f"x_{split}"]),
-                _labels_to_tensor(arrays[f"y_{split}"]),
-            )
-            for split in ("train", "test")
-        }
+    arrays = read_npz(folder / _CIFAR10_FILE)
+    missing = {"x_train", "y_train", "x_test", "y_test"} - arrays.keys()
+    if missing:
+        raise InputError(f"{folder / _CIFAR10_FILE} lacks array(s) {', '.join(sorted(missing))}")
+    splits = {
+        split: (_images_to_tensor(arrays[f"x_{split}"]), _labels_to_tensor(arrays[f"y_{split}"]))
+        for split in ("train", "test")
+    }
     return Dataset(
         *splits["train"],
         *splits["test"],
@@ -220,10 +224,10 @@ def load_dataset(name: str, root: str | Path | None = None, **options: object) -
     }
     if name == "digits":
         if root is not None:
-            raise ValueError("digits ships with scikit-learn; it takes no root")
+            raise InputError("digits ships with scikit-learn; it takes no root")
         return load_digits(**options)
     if name not in loaders:
-        raise ValueError(f"unknown data set {name!r}; valid names: {', '.join(DATASETS)}")
+        raise InputError(f"unknown data set {name!r}; valid names: {', '.join(DATASETS)}")
     return loaders[name](root, **options)
 
 
@@ -252,12 +256,36 @@ def add_input_noise(x: torch.Tensor, level: float, seed: int = 0) -> torch.Tenso
     values are not clipped back to ``[0, 1]``. ``level = 0`` returns a copy of ``x``.
     """
     if not x.dtype.is_floating_point:
-        raise TypeError(f"x must be a floating tensor, got dtype {x.dtype}")
+        raise InputTypeError(f"x must be a floating tensor, got dtype {x.dtype}")
     if not level >= 0:
-        raise ValueError(f"level must be >= 0, got {level!r}")
+        raise InputError(f"level must be >= 0, got {level!r}")
     generator = torch.Generator().manual_seed(seed)
     noise = torch.randn(x.shape, generator=generator, dtype=x.dtype)
     return x + level * noise.to(x.device)
+
+
+def read_npz(file: str | Path) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` file (no pickles); a file that is not one is an InputError.
+
+    Permission and other OS errors on the file propagate as they are.
+    """
+    try:
+        archive = np.load(file, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise InputError("it holds a single array (.npy), not an archive of named arrays")
+        with archive:
+            return {name: archive[name] for name in archive.files}
+    except (PermissionError, IsADirectoryError):
+        raise
+    except (
+        OSError,
+        ValueError,
+        EOFError,
+        NotImplementedError,  # zipfile: an unsupported version or compression
+        zipfile.BadZipFile,
+        zlib.error,
+    ) as error:
+        raise InputError(f"cannot read {os.fspath(file)} as an .npz archive: {error}") from None
 
 
 def read_idx(path: str | Path) -> np.ndarray:
@@ -266,15 +294,20 @@ def read_idx(path: str | Path) -> np.ndarray:
     Header, big-endian: two zero bytes, the type code ``0x08``, the number of dimensions
     ``d``, then ``d`` int32 sizes; the payload follows in row-major order.
     """
-    with gzip.open(path, "rb") as file:
-        raw = bytearray(file.read())  # writable, so torch.from_numpy may share it
+    try:
+        with gzip.open(path, "rb") as file:
+            raw = bytearray(file.read())  # writable, so torch.from_numpy may share it
+    except (gzip.BadGzipFile, EOFError, zlib.error) as error:
+        raise InputError(f"cannot read {path} as a gzip'd IDX file: {error}") from None
+    if len(raw) < 4:
+        raise InputError(f"{path} is not an IDX file: {len(raw)} bytes")
     zeros, type_code, ndim = raw[:2], raw[2], raw[3]
-    if zeros != b"\x00\x00" or type_code != _IDX_UBYTE:
-        raise ValueError(f"{path} is not an IDX file of unsigned bytes (header {raw[:4].hex()})")
+    if zeros != b"\x00\x00" or type_code != _IDX_UBYTE or len(raw) < 4 + 4 * ndim:
+        raise InputError(f"{path} is not an IDX file of unsigned bytes (header {raw[:4].hex()})")
     shape = tuple(int(s) for s in np.frombuffer(raw, dtype=">i4", count=ndim, offset=4))
     payload = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if payload.size != int(np.prod(shape)):
-        raise ValueError(f"{path}: header says shape {shape} but holds {payload.size} bytes")
+        raise InputError(f"{path}: header says shape {shape} but holds {payload.size} bytes")
     return payload.reshape(shape)
 
 
@@ -325,7 +358,7 @@ def _read_idx_split(
     images = read_idx(folder / image_file)
     labels = read_idx(folder / label_file)
     if images.ndim != 3 or labels.shape != images.shape[:1]:
-        raise ValueError(
+        raise InputError(
             f"{folder}: images {images.shape} and labels {labels.shape} do not match "
             f"(expected [N, H, W] and [N])"
         )
@@ -352,7 +385,7 @@ def _stratified_dataset(
 ) -> Dataset:
     """Split ``(x, y)`` into train and test, stratified by class, deterministic given ``seed``."""
     if not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
+        raise InputError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
     train_idx, test_idx = train_test_split(
         np.arange(len(y)), test_size=test_fraction, random_state=seed, stratify=y.numpy()
     )

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from pyro_bkd import _checks
+from pyro_bkd._checks import InputError
 
 
 @dataclass(frozen=True, eq=False)
@@ -26,9 +27,7 @@ class DistillationData:
     p_true: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
-        _checks.tensor("x", self.x)
-        if self.x.dim() < 1 or self.x.shape[0] == 0:
-            raise ValueError(f"x must have a leading dimension N >= 1, got {tuple(self.x.shape)}")
+        _checks.inputs("x", self.x)
         n = self.x.shape[0]
         k = None
         if self.teacher_logits is not None:
@@ -37,9 +36,9 @@ class DistillationData:
         if self.p_true is not None:
             _checks.tensor("p_true", self.p_true)
             if self.p_true.dim() != 2 or self.p_true.shape[0] != n:
-                raise ValueError(f"p_true must have shape ({n}, K), got {tuple(self.p_true.shape)}")
+                raise InputError(f"p_true must have shape ({n}, K), got {tuple(self.p_true.shape)}")
             if k is not None and self.p_true.shape[1] != k:
-                raise ValueError(
+                raise InputError(
                     f"p_true has {self.p_true.shape[1]} classes but teacher_logits has {k}"
                 )
             k = self.p_true.shape[1]

@@ -15,6 +15,8 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 
+from pyro_bkd._checks import InputError, InputTypeError
+
 
 def few_shot_indices(y: torch.Tensor | np.ndarray, fraction: float, seed: int = 0) -> torch.Tensor:
     """Stratified subset: ``n_c' = max(1, floor(fraction * n_c + 1/2))`` examples of each class.
@@ -29,9 +31,9 @@ def few_shot_indices(y: torch.Tensor | np.ndarray, fraction: float, seed: int = 
     """
     labels = _labels(y)
     if isinstance(fraction, bool) or not isinstance(fraction, int | float):
-        raise TypeError(f"fraction must be a number, got {type(fraction).__name__}")
+        raise InputTypeError(f"fraction must be a number, got {type(fraction).__name__}")
     if not 0 < fraction <= 1:
-        raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
+        raise InputError(f"fraction must be in (0, 1], got {fraction!r}")
     rng = np.random.default_rng(seed)
     chosen = []
     for label in np.unique(labels):
@@ -58,13 +60,13 @@ def zero_shot_indices(
     omitted = _classes(omit_classes)
     outside = omitted[(omitted < 0) | (omitted >= num_classes)]
     if outside.size:
-        raise ValueError(
+        raise InputError(
             f"omit_classes must be in [0, {num_classes}) (the classes of y), "
             f"got {sorted(outside.tolist())}"
         )
     kept = np.flatnonzero(~np.isin(labels, omitted))
     if kept.size == 0:
-        raise ValueError(f"omit_classes {sorted(set(omitted.tolist()))} removes every example")
+        raise InputError(f"omit_classes {sorted(set(omitted.tolist()))} removes every example")
     return torch.from_numpy(kept.astype(np.int64))
 
 
@@ -78,7 +80,7 @@ def _classes(omit_classes: int | Iterable[int]) -> np.ndarray:
         omit_classes = np.asarray(list(omit_classes))
     omitted = omit_classes.ravel()
     if omitted.size and not np.issubdtype(omitted.dtype, np.integer):
-        raise TypeError(f"omit_classes must hold integer classes, got {omitted.tolist()!r}")
+        raise InputTypeError(f"omit_classes must hold integer classes, got {omitted.tolist()!r}")
     return omitted.astype(np.int64)
 
 
@@ -87,11 +89,11 @@ def _labels(y: torch.Tensor | np.ndarray) -> np.ndarray:
     if isinstance(y, torch.Tensor):
         y = y.detach().cpu().numpy()
     if not isinstance(y, np.ndarray):
-        raise TypeError(f"y must be a torch.Tensor or numpy array, got {type(y).__name__}")
+        raise InputTypeError(f"y must be a torch.Tensor or numpy array, got {type(y).__name__}")
     if not np.issubdtype(y.dtype, np.integer):
-        raise TypeError(f"y must hold integer class labels, got dtype {y.dtype}")
+        raise InputTypeError(f"y must hold integer class labels, got dtype {y.dtype}")
     if y.ndim != 1 or y.size == 0:
-        raise ValueError(f"y must be a non-empty 1-D array of labels, got shape {y.shape}")
+        raise InputError(f"y must be a non-empty 1-D array of labels, got shape {y.shape}")
     if y.min() < 0:
-        raise ValueError(f"y must hold class indices >= 0, got minimum {int(y.min())}")
+        raise InputError(f"y must hold class indices >= 0, got minimum {int(y.min())}")
     return y.astype(np.int64)

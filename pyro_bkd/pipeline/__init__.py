@@ -3,11 +3,14 @@
 :mod:`pyro_bkd.cli` parses the arguments and reports errors; this module does the work and
 never prints (progress goes to tqdm bars, stage messages to a ``log`` callable).
 
-Every job checks its options and inputs before any expensive work and raises ``ValueError``,
-``TypeError``, ``KeyError`` or ``FileNotFoundError`` with a message naming the problem. Output
-files are written only after everything has been computed, each atomically (a temporary file
-renamed over the target), and ``metrics.json`` last: a failed run never leaves a partial
-``posterior.nc`` or ``metrics.json``.
+Every job checks its options (against :data:`~pyro_bkd.pipeline.common.LIMITS`, with the
+student's size and the draw buffers estimated before allocating them) and inputs before any
+expensive work and raises :class:`~pyro_bkd.InputError` with a message naming the flag, array
+or file (OS errors on the user's paths propagate as they are). A diverged computation or NaN
+predictions raise ``FloatingPointError``. Output files are written into a staging folder beside
+``--out`` and moved into place when all are complete, with ``manifest.json`` (the run and each
+file's SHA-256) last: a failed run leaves no file, and staging folders of killed runs are
+removed by the next run (:func:`pyro_bkd._atomic.staged_output`).
 
 - :func:`run_demo`: digits, an MLP teacher trained by maximum likelihood, a small student trained
   alone, by KD and as the MAP of :class:`~pyro_bkd.BKDModel`, then BKD by SGLD warm-started at

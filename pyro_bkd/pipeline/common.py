@@ -7,7 +7,8 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from pyro_bkd import _atomic, metrics, models
+from pyro_bkd import _atomic, _checks, metrics, models
+from pyro_bkd._checks import InputError
 
 Log = Callable[[str], None]
 
@@ -29,28 +31,140 @@ def quiet(_: str) -> None:
     """The default ``log``: say nothing."""
 
 
+#: The range of every numeric option: wide enough for any sensible run, narrow enough that the
+#: arithmetic stays finite in float32 and a run ends. ``(low, high)``, both included.
+LIMITS: dict[str, tuple[float, float]] = {
+    "--temperature": (1e-2, 1e2),
+    "--strength": (0.0, 1e6),
+    "--prior-scale": (1e-4, 1e4),
+    "--step-size": (1e-12, 1e3),
+    "--lr": (1e-8, 10.0),
+    "--finetune-lr": (1e-8, 10.0),
+    "--cmi-weight": (0.0, 1e3),
+    "--num-samples": (1, 10**6),
+    "--chains": (1, 1024),
+    "--warmup": (0, 10**7),
+    "--thin": (1, 10**4),
+    "--batch-size": (1, 10**7),
+    "--warm-epochs": (0, 10**5),
+    "--epochs": (1, 10**5),
+    "--mll-epochs": (1, 10**5),
+    "--steps": (1, 10**7),
+    "--num-train": (2, 10**7),
+    "--num-test": (1, 10**7),
+    "--seed": (0, 2**32 - 1),
+    "--threads": (1, 1024),
+}
+#: Largest student or teacher (weights), checked before its weights are allocated.
+MAX_WEIGHTS = 50_000_000
+#: Largest buffer of draws (class probabilities, kept weights) a run may allocate.
+MAX_BUFFER_BYTES = 4 * 2**30
+#: Most iterations of one chain (warm-up plus kept draws times the thinning).
+MAX_CHAIN_ITERATIONS = 10**8
+
+
+def check_number(flag: str, value: object) -> float:
+    """``value`` as a float after checking it lies in ``LIMITS[flag]``; the message names it."""
+    low, high = LIMITS[flag]
+    return _checks.float_in(flag, value, low, high)
+
+
+def check_count(flag: str, value: object) -> int:
+    """``value`` after checking it is an int in ``LIMITS[flag]``; the message names it."""
+    low, high = LIMITS[flag]
+    return _checks.int_in(flag, value, int(low), high)
+
+
+def check_buffer(what: str, nbytes: int, advice: str) -> None:
+    """Refuse a buffer of ``nbytes`` above :data:`MAX_BUFFER_BYTES` before allocating it."""
+    if nbytes > MAX_BUFFER_BYTES:
+        raise InputError(
+            f"{what} would need {nbytes / 2**30:.3g} GiB (limit "
+            f"{MAX_BUFFER_BYTES / 2**30:g} GiB); {advice}"
+        )
+
+
 def resolve_device(device: str | None) -> torch.device:
-    """``None``/``"auto"``: CUDA when available, else CPU; otherwise the named device."""
+    """``None``/``"auto"``: CUDA when available, else CPU; otherwise the named device, which
+    must exist (``cpu``, ``cpu:0``, ``cuda``, ``cuda:N`` with ``N`` below the device count)."""
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as error:
-        raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from error
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} was asked for but CUDA is not available")
+        raise InputError(
+            f"--device: unknown device {device!r}; use auto, cpu, cuda or cuda:N"
+        ) from error
     if resolved.type not in ("cpu", "cuda"):
-        raise ValueError(f"unsupported device {device!r}; use auto, cpu, cuda or cuda:N")
+        raise InputError(f"--device: unsupported device {device!r}; use auto, cpu, cuda or cuda:N")
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {device!r} was asked for but CUDA is not available")
+    count = 1 if resolved.type == "cpu" else torch.cuda.device_count()
+    if resolved.index is not None and resolved.index >= count:
+        raise InputError(
+            f"--device {device!r} does not exist: {count} {resolved.type} device(s), "
+            f"numbered from 0"
+        )
     return resolved
 
 
-def prepare_out_dir(out: str | os.PathLike[str]) -> Path:
-    """Create ``out`` (and its parents) if needed; refuse a path that is an existing file."""
+def check_out_dir(out: object) -> Path:
+    """Check ``--out`` names a folder this process can create or write, before any work.
+
+    Refused: an empty or non-string path, the root, an existing file, a dangling symbolic
+    link, a name longer than the file system allows, an existing folder that is not writable,
+    and a parent (where the outputs are staged) whose nearest existing ancestor is not a
+    writable folder.
+    """
+    if not isinstance(out, str | os.PathLike) or not os.fspath(out):
+        raise InputError(f"--out must name a folder, got {out!r}")
     path = Path(out)
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"--out {os.fspath(out)!r} exists and is not a directory")
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        _check_folder_path(path)
+    except OSError as error:  # e.g. a name too long for the file system
+        raise InputError(f"--out {os.fspath(out)!r}: {error.strerror or error}") from None
     return path
+
+
+def _check_folder_path(path: Path) -> None:
+    """The checks of :func:`check_out_dir`: the staging folder goes into ``path``'s parent
+    (created if missing), whose nearest existing ancestor must be a writable folder, and the
+    files then move into ``path``, which must be a writable folder if it exists."""
+    shown = os.fspath(path)
+    if path.is_symlink() and not path.exists():
+        raise InputError(f"--out {shown!r} is a symbolic link to a missing target")
+    if path.exists() and not path.is_dir():
+        raise InputError(f"--out {shown!r} exists and is not a directory")
+    absolute = Path(os.path.abspath(path))
+    ancestor = next((p for p in absolute.parents if p.exists() or p.is_symlink()), None)
+    if ancestor is None:
+        raise InputError(f"--out {shown!r} has no parent folder to stage the outputs in")
+    if not ancestor.is_dir():
+        raise InputError(f"--out {shown!r}: {os.fspath(ancestor)!r} is not a directory")
+    limit = os.pathconf(ancestor, "PC_NAME_MAX")
+    if any(len(os.fsencode(part)) > limit for part in absolute.parts):
+        raise InputError(f"--out {shown!r}: a name in it is longer than {limit} bytes")
+    for folder in (ancestor, path) if path.exists() else (ancestor,):
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise InputError(f"--out {shown!r}: cannot write in {os.fspath(folder)!r}")
+
+
+@contextmanager
+def output_folder(out: str | os.PathLike[str], run: Mapping[str, Any]) -> Iterator[Path]:
+    """A staging folder whose files become ``out``'s when the block ends cleanly
+    (:func:`pyro_bkd._atomic.staged_output`); ``run`` goes into ``manifest.json``."""
+    with _atomic.staged_output(os.path.abspath(check_out_dir(out)), run) as staging:
+        yield staging
+
+
+def save_posterior(idata: Any, path: Path) -> None:
+    """:func:`pyro_bkd.export.save` after checking the disk has room for the file: HDF5 may
+    crash the process when a write fails on a full disk."""
+    from pyro_bkd import export
+
+    nbytes = sum(int(idata[group].nbytes) for group in idata.groups())
+    _atomic.ensure_space(path, nbytes)
+    export.save(idata, path)
 
 
 def build_student(spec: str, x: torch.Tensor, num_classes: int, seed: int = 0) -> nn.Module:
@@ -73,11 +187,11 @@ def build_student(spec: str, x: torch.Tensor, num_classes: int, seed: int = 0) -
     ]
     valid = list(dict.fromkeys(valid))
     if not isinstance(spec, str) or not spec:
-        raise ValueError(f"student must be a non-empty name; valid: {', '.join(valid)}")
+        raise InputError(f"student must be a non-empty name; valid: {', '.join(valid)}")
     name, _, widths = spec.partition(":")
     sized = name in WIDTH_OPTION
     if name not in models.available() or (widths and not sized) or (":" in spec and not widths):
-        raise ValueError(f"unknown student {spec!r}; valid: {', '.join(valid)}")
+        raise InputError(f"unknown student {spec!r}; valid: {', '.join(valid)}")
     kwargs: dict[str, Any] = {}
     if widths:
         if name == "mlp":
@@ -87,20 +201,24 @@ def build_student(spec: str, x: torch.Tensor, num_classes: int, seed: int = 0) -
         try:
             sizes = tuple(int(width) for width in widths.split(","))
         except ValueError:
-            raise ValueError(problem) from None
+            raise InputError(problem) from None
         if not all(width > 0 for width in sizes) or (name != "mlp" and len(sizes) != 1):
-            raise ValueError(problem)
+            raise InputError(problem)
         kwargs[WIDTH_OPTION[name]] = sizes if name == "mlp" else sizes[0]
     features = math.prod(x.shape[1:])
     if name in FULLY_CONNECTED:
         inputs = {"in_features": features}
     else:
         if x.dim() != 4:
-            raise ValueError(
+            raise InputError(
                 f"student {spec!r} is convolutional and needs image inputs x [N, C, H, W]; "
                 f"got x of shape {tuple(x.shape)} (use linear or mlp for flat inputs)"
             )
         inputs = {"in_channels": int(x.shape[1])}
+    with torch.device("meta"):  # count the weights before allocating them
+        size = num_weights(models.build(name, num_classes, **inputs, **kwargs))
+    if size > MAX_WEIGHTS:
+        raise InputError(f"student {spec!r} has {size} weights; at most {MAX_WEIGHTS} are allowed")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         student = models.build(name, num_classes, **inputs, **kwargs)
@@ -109,11 +227,11 @@ def build_student(spec: str, x: torch.Tensor, num_classes: int, seed: int = 0) -
             logits = student.eval()(x[:2].float().cpu())
     except RuntimeError as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ValueError(
+        raise InputError(
             f"student {spec!r} does not accept inputs of shape {tuple(x.shape[1:])}: {message}"
         ) from None
     if tuple(logits.shape) != (min(2, x.shape[0]), num_classes):
-        raise ValueError(
+        raise InputError(
             f"student {spec!r} returns logits of shape {tuple(logits.shape)}, expected "
             f"({min(2, x.shape[0])}, {num_classes})"
         )
@@ -175,20 +293,6 @@ def summary_of_point(probs: Any, y: Any) -> dict[str, Any]:
 def point_metrics(logits: torch.Tensor, y: torch.Tensor | None) -> dict:
     """Accuracy, NLL, ECE, Brier, MD AUROC, mean deviance of a point prediction."""
     return summary_of_point(point_probs(logits), y)
-
-
-def check_positive(flag: str, value: float) -> None:
-    """``value`` must be a finite number ``> 0``; the message names ``flag``."""
-    if isinstance(value, bool) or not (
-        isinstance(value, int | float) and math.isfinite(value) and value > 0
-    ):
-        raise ValueError(f"{flag} must be a finite number > 0, got {value!r}")
-
-
-def check_int(flag: str, value: int, minimum: int) -> None:
-    """``value`` must be an ``int >= minimum``; the message names ``flag``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{flag} must be an integer >= {minimum}, got {value!r}")
 
 
 def cuda_indices(device: torch.device) -> list[int]:

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from pyro_bkd import __version__, _atomic, export, metrics
+from pyro_bkd._checks import InputError
 from pyro_bkd.data import Dataset, DistillationData, few_shot_indices, load_dataset, standardize
 from pyro_bkd.distill import train_student_kd, weight_decay_for_prior
 from pyro_bkd.infer.verdict import diagnose
@@ -46,13 +47,15 @@ from pyro_bkd.kd import strength_from_alpha
 from pyro_bkd.pipeline.common import (
     Log,
     build_student,
-    check_int,
+    check_count,
+    check_out_dir,
     clean,
     num_weights,
+    output_folder,
     point_probs,
-    prepare_out_dir,
     quiet,
     resolve_device,
+    save_posterior,
     seconds,
     write_json,
 )
@@ -231,23 +234,24 @@ class CompareOptions:
 def check_compare_options(options: CompareOptions) -> tuple[str, ...]:
     """Raise ``ValueError`` naming the first bad option; return the methods, deduplicated."""
     if options.dataset not in COMPARE_DATASETS:
-        raise ValueError(
+        raise InputError(
             f"unknown dataset {options.dataset!r}; valid: {', '.join(COMPARE_DATASETS)}"
         )
     if isinstance(options.methods, str) or not options.methods:
-        raise ValueError(
+        raise InputError(
             f"--methods must name at least one method; valid: {', '.join(COMPARE_METHODS)}"
         )
     for method in options.methods:
         check_method(method, COMPARE_METHODS)
-    check_int("--seed", options.seed, minimum=0)
+    check_out_dir(options.out)
+    check_count("--seed", options.seed)
     for flag, value in (("--num-train", options.num_train), ("--num-test", options.num_test)):
         if value is not None:
-            check_int(flag, value, minimum=2)
+            check_count(flag, value)
     if options.teacher is not None and not Path(options.teacher).is_file():
         raise FileNotFoundError(f"--teacher {options.teacher!r} is not a file")
     if options.dataset == "digits" and options.data_root is not None:
-        raise ValueError("digits ships with scikit-learn; --data-root does not apply")
+        raise InputError("digits ships with scikit-learn; --data-root does not apply")
     return tuple(dict.fromkeys(options.methods))
 
 
@@ -273,10 +277,32 @@ def run_compare(options: CompareOptions, log: Log = quiet) -> dict[str, Any]:
     start = time.perf_counter()
 
     dataset = _load(options, preset, num_train, num_test)
+    teacher, teacher_arch = _teacher(options, preset, dataset, teacher_epochs, dev, log)
+    run = {"command": "pyro-bkd compare", "dataset": dataset.name, "seed": options.seed}
+    with output_folder(options.out, run) as out_dir:  # moved into place once complete
+        return _compare_into(
+            out_dir, options, methods, budget, dataset, teacher, teacher_arch, dev, start, log
+        )
+
+
+def _compare_into(
+    out_dir: Path,
+    options: CompareOptions,
+    methods: tuple[str, ...],
+    budget: MethodBudget,
+    dataset: Dataset,
+    teacher: nn.Module,
+    teacher_arch: str,
+    dev: torch.device,
+    start: float,
+    log: Log,
+) -> dict[str, Any]:
+    """The work of :func:`run_compare` once the data and teacher are ready; writes into
+    ``out_dir``."""
+    preset = PRESETS[options.dataset]
+    teacher_epochs = 1 if options.quick else preset.teacher_epochs
     x_train, y_train = dataset.x_train, dataset.y_train
     num_classes = dataset.num_classes
-    teacher, teacher_arch = _teacher(options, preset, dataset, teacher_epochs, dev, log)
-    out_dir = prepare_out_dir(options.out)  # after every check of the input: no empty folder
     rows: dict[str, dict[str, Any]] = {}
     outputs: dict[str, MethodOutput] = {}
 
@@ -386,7 +412,7 @@ def run_compare(options: CompareOptions, log: Log = quiet) -> dict[str, Any]:
             attrs={**attrs, **output.config, "method": method},
         )
         (out_dir / method).mkdir(exist_ok=True)
-        export.save(idata, out_dir / method / "posterior.nc")
+        save_posterior(idata, out_dir / method / "posterior.nc")
     settings = {
         "dataset": dataset.name,
         "num_train": int(x_train.shape[0]),
@@ -423,6 +449,11 @@ def _load(options: CompareOptions, preset: Preset, num_train: int | None, num_te
     if preset.standardize:
         dataset = standardize(dataset)
     x_train, y_train = dataset.x_train, dataset.y_train
+    if options.num_train is not None and options.num_train < dataset.num_classes:
+        raise InputError(
+            f"--num-train must be at least the number of classes ({dataset.num_classes} in "
+            f"{dataset.name}: one example of each), got {options.num_train}"
+        )
     if num_train is not None and num_train < x_train.shape[0]:
         keep = few_shot_indices(y_train, num_train / x_train.shape[0], seed=options.seed)
         x_train, y_train = x_train[keep], y_train[keep]
@@ -448,12 +479,12 @@ def _teacher(
         try:
             logits = teacher_logits(teacher, x_train[:2])
         except RuntimeError as error:
-            raise ValueError(
+            raise InputError(
                 f"--teacher {options.teacher!r} does not accept {dataset.name} inputs of shape "
                 f"{tuple(x_train.shape[1:])}: {str(error).splitlines()[0]}"
             ) from None
         if logits.shape[1] != dataset.num_classes:
-            raise ValueError(
+            raise InputError(
                 f"--teacher {options.teacher!r} has {logits.shape[1]} classes, "
                 f"{dataset.name} has {dataset.num_classes}"
             )

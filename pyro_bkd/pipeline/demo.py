@@ -30,15 +30,17 @@ from pyro_bkd.kd import strength_from_alpha
 from pyro_bkd.model import BKDModel
 from pyro_bkd.pipeline.common import (
     Log,
-    check_int,
+    check_count,
+    check_out_dir,
     clean,
     num_weights,
+    output_folder,
     point_metrics,
     point_probs,
-    prepare_out_dir,
     quiet,
     resolve_device,
     save_figure,
+    save_posterior,
     seconds,
     summary_of_point,
     write_json,
@@ -108,12 +110,21 @@ def run_demo(
     inputs and, for the robustness test, at noisy test inputs; the convergence verdict is
     logged, stored in ``metrics.json`` and opens the report.
     """
-    check_int("seed", seed, minimum=0)
+    check_count("--seed", seed)
+    check_out_dir(out)
+    dev = resolve_device(device)
+    run = {"command": "pyro-bkd demo", "seed": seed, "quick": quick}
+    with output_folder(out, run) as out_dir:  # moved into place once complete
+        return _demo_into(out_dir, Path(out).absolute().name, seed, quick, dev, progress, log)
+
+
+def _demo_into(
+    out_dir: Path, name: str, seed: int, quick: bool, dev: torch.device, progress: bool, log: Log
+) -> dict[str, Any]:
+    """The work of :func:`run_demo` once its options are checked; writes into ``out_dir``."""
     budget = QUICK_BUDGET if quick else FULL_BUDGET
-    out_dir = prepare_out_dir(out)
     plot_dir = out_dir / "plots"
     plot_dir.mkdir(exist_ok=True)
-    dev = resolve_device(device)
     start = time.perf_counter()
     methods: dict[str, dict[str, Any]] = {}
 
@@ -328,9 +339,9 @@ def run_demo(
             "wall_seconds": seconds(start),
         }
     )
-    export.save(idata, out_dir / "posterior.nc")
+    save_posterior(idata, out_dir / "posterior.nc")
     write_json(out_dir / "metrics.json", values)
-    write_report(out_dir)
+    write_report(out_dir, name=name)
     return values
 
 

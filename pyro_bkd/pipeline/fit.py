@@ -7,10 +7,9 @@ method of :data:`METHODS` and writes ``posterior.nc`` and ``metrics.json``.
 
 from __future__ import annotations
 
-import math
 import os
 import time
-import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -18,27 +17,34 @@ from typing import Any
 import numpy as np
 import torch
 
-from pyro_bkd import __version__, export, metrics
+from pyro_bkd import __version__, _checks, export, metrics
+from pyro_bkd._checks import InputError
 from pyro_bkd.data import DistillationData
+from pyro_bkd.data.loaders import read_npz
 from pyro_bkd.distill import train_student_kd
 from pyro_bkd.infer.driver import DEFAULT_BUDGETS, DEFAULT_METHOD
 from pyro_bkd.infer.driver import METHODS as SAMPLERS
 from pyro_bkd.kd import alpha_from_strength
 from pyro_bkd.pipeline.common import (
+    MAX_CHAIN_ITERATIONS,
     Log,
     build_student,
-    check_int,
-    check_positive,
+    check_buffer,
+    check_count,
+    check_number,
+    check_out_dir,
     clean,
     num_weights,
+    output_folder,
     point_metrics,
-    prepare_out_dir,
     quiet,
     resolve_device,
+    save_posterior,
     seconds,
     write_json,
 )
 from pyro_bkd.pipeline.methods import (
+    MARKOV_CHAINS,
     NUTS_MAX_WEIGHTS,
     SVI_GUIDES,
     MethodBudget,
@@ -53,6 +59,10 @@ SELF_TRAINED = ("mc-dropout", "ensemble")
 
 NPZ_REQUIRED: tuple[str, ...] = ("x_train", "y_train", "teacher_logits_train", "x_test")
 NPZ_OPTIONAL: tuple[str, ...] = ("y_test", "teacher_logits_test", "p_test")
+#: Most members of ``--method ensemble`` (each one a KD student trained from scratch).
+MAX_ENSEMBLE = 100
+#: Copies of the weights a chain keeps while sampling (position, momentum, gradients, ...).
+SAMPLER_COPIES = 8
 #: Rows of ``p_test`` must sum to 1 within this tolerance.
 PROB_SUM_TOLERANCE = 1e-3
 
@@ -85,19 +95,14 @@ def load_fit_data(path: str | os.PathLike[str]) -> FitData:
     are ignored (their names are in :attr:`FitData.ignored`).
     """
     file = Path(path)
+    if file.exists() and not file.is_file():
+        raise InputError(f"data file {os.fspath(path)!r} is not a file")
     if not file.is_file():
         raise FileNotFoundError(f"data file not found: {os.fspath(path)}")
-    try:
-        archive = np.load(file, allow_pickle=False)
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise ValueError("it holds a single array (.npy), not an archive of named arrays")
-        with archive:
-            arrays = {name: archive[name] for name in archive.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise ValueError(f"cannot read {os.fspath(path)} as an .npz archive: {error}") from None
+    arrays = read_npz(file)
     missing = [name for name in NPZ_REQUIRED if name not in arrays]
     if missing:
-        raise ValueError(
+        raise InputError(
             f"{os.fspath(path)} lacks required array(s) {', '.join(missing)}; it holds "
             f"{', '.join(sorted(arrays)) or 'no arrays'} (required: {', '.join(NPZ_REQUIRED)}; "
             f"optional: {', '.join(NPZ_OPTIONAL)})"
@@ -109,7 +114,7 @@ def load_fit_data(path: str | os.PathLike[str]) -> FitData:
     y_train = _labels("y_train", arrays["y_train"], n, k)
     x_test = _features("x_test", arrays["x_test"])
     if x_test.shape[1:] != x_train.shape[1:]:
-        raise ValueError(
+        raise InputError(
             f"x_test has feature shape {tuple(x_test.shape[1:])} but x_train has "
             f"{tuple(x_train.shape[1:])}"
         )
@@ -127,45 +132,47 @@ def _numeric(name: str, array: np.ndarray) -> np.ndarray:
     if array.dtype == bool or not (
         np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
     ):
-        raise ValueError(f"{name} must hold numbers, got dtype {array.dtype}")
+        raise InputError(f"{name} must hold numbers, got dtype {array.dtype}")
     return array
 
 
 def _features(name: str, array: np.ndarray) -> torch.Tensor:
     array = _numeric(name, array)
     if array.ndim < 2 or array.shape[0] == 0 or 0 in array.shape:
-        raise ValueError(
+        raise InputError(
             f"{name} must have shape [N, features...] with N >= 1 (e.g. [N, D] or "
             f"[N, C, H, W]), got {array.shape}"
         )
-    if not np.isfinite(array).all():
-        raise ValueError(f"{name} must be finite; it holds NaN or inf")
-    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    return _float32(name, array)
 
 
 def _logits(name: str, array: np.ndarray, n: int, k: int | None = None) -> torch.Tensor:
     array = _numeric(name, array)
     expected = f"({n}, {'K' if k is None else k})"
     if array.ndim != 2 or array.shape[0] != n or (k is not None and array.shape[1] != k):
-        raise ValueError(f"{name} must have shape {expected}, got {array.shape}")
+        raise InputError(f"{name} must have shape {expected}, got {array.shape}")
     if array.shape[1] < 2:
-        raise ValueError(f"{name} must have K >= 2 classes, got shape {array.shape}")
-    if not np.isfinite(array).all():
-        bad = int((~np.isfinite(array)).any(axis=1).sum())
-        raise ValueError(f"{name} must be finite; {bad} row(s) hold NaN or inf")
-    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+        raise InputError(f"{name} must have K >= 2 classes, got shape {array.shape}")
+    return _float32(name, array)
+
+
+def _float32(name: str, array: np.ndarray) -> torch.Tensor:
+    """``array`` as a float32 tensor, after checking its values are finite in float32."""
+    values = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float64))
+    _checks.finite(name, values)
+    return values.float()
 
 
 def _labels(name: str, array: np.ndarray, n: int, k: int) -> torch.Tensor:
     array = _numeric(name, array)
     if array.shape != (n,):
-        raise ValueError(f"{name} must have shape ({n},) to match its inputs, got {array.shape}")
+        raise InputError(f"{name} must have shape ({n},) to match its inputs, got {array.shape}")
     if np.issubdtype(array.dtype, np.floating) and (
         not np.isfinite(array).all() or (array != np.round(array)).any()
     ):
-        raise ValueError(f"{name} must hold integer class labels, got non-integer values")
+        raise InputError(f"{name} must hold integer class labels, got non-integer values")
     if array.size and (array.min() < 0 or array.max() >= k):
-        raise ValueError(
+        raise InputError(
             f"{name} must hold labels in [0, {k}) (K = {k} from the teacher logits), "
             f"got values in [{array.min():g}, {array.max():g}]"
         )
@@ -175,12 +182,12 @@ def _labels(name: str, array: np.ndarray, n: int, k: int) -> torch.Tensor:
 def _class_probs(name: str, array: np.ndarray, m: int, k: int) -> torch.Tensor:
     array = _numeric(name, array)
     if array.shape != (m, k):
-        raise ValueError(f"{name} must have shape ({m}, {k}), got {array.shape}")
+        raise InputError(f"{name} must have shape ({m}, {k}), got {array.shape}")
     if not np.isfinite(array).all() or (array < 0).any():
-        raise ValueError(f"{name} must hold finite probabilities >= 0")
+        raise InputError(f"{name} must hold finite probabilities >= 0")
     worst = float(np.abs(array.sum(axis=1, dtype=np.float64) - 1).max())
     if worst > PROB_SUM_TOLERANCE:
-        raise ValueError(f"{name} rows must sum to 1; worst |sum - 1| = {worst:.3g}")
+        raise InputError(f"{name} rows must sum to 1; worst |sum - 1| = {worst:.3g}")
     return torch.from_numpy(array.astype(np.float64))
 
 
@@ -245,38 +252,65 @@ class FitOptions:
 
 
 def check_fit_options(options: FitOptions) -> None:
-    """Raise ``ValueError`` naming the first option out of range."""
+    """Raise :class:`~pyro_bkd.InputError` naming the first option out of its range
+    (:data:`~pyro_bkd.pipeline.common.LIMITS`)."""
     check_method(options.method)
-    check_positive("--temperature", options.temperature)
-    if not (isinstance(options.strength, int | float) and math.isfinite(options.strength)):
-        raise ValueError(f"--strength must be a finite number >= 0, got {options.strength!r}")
-    if options.strength < 0:
-        raise ValueError(f"--strength must be >= 0, got {options.strength:g}")
+    check_out_dir(options.out)
+    check_number("--temperature", options.temperature)
+    check_number("--strength", options.strength)
     if options.prior_scale is not None:
-        check_positive("--prior-scale", options.prior_scale)
+        check_number("--prior-scale", options.prior_scale)
     if options.step_size is not None:
-        check_positive("--step-size", options.step_size)
-    check_positive("--lr", options.lr)
+        check_number("--step-size", options.step_size)
+    check_number("--lr", options.lr)
     for flag, value in (
         ("--num-samples", options.num_samples),
         ("--chains", options.chains),
         ("--thin", options.thin),
+        ("--warmup", options.warmup),
     ):
         if value is not None:
-            check_int(flag, value, minimum=1)
-    if options.warmup is not None:
-        check_int("--warmup", options.warmup, minimum=0)
-    check_int("--batch-size", options.batch_size, minimum=1)
-    check_int("--warm-epochs", options.warm_epochs, minimum=0)
+            check_count(flag, value)
+    check_count("--batch-size", options.batch_size)
+    check_count("--warm-epochs", options.warm_epochs)
     if options.method in SELF_TRAINED and options.warm_epochs < 1:
-        raise ValueError(
+        raise InputError(
             f"--warm-epochs must be >= 1 with --method {options.method}: it is the number of "
             "KD epochs of each of its students"
         )
-    if not (isinstance(options.dropout, float | int) and 0 < options.dropout < 1):
-        raise ValueError(f"--dropout must be a probability in (0, 1), got {options.dropout!r}")
-    check_int("--steps", options.steps, minimum=1)
-    check_int("--seed", options.seed, minimum=0)
+    if options.method == "ensemble" and (options.num_samples or 0) > MAX_ENSEMBLE:
+        raise InputError(
+            f"--num-samples is the number of members with --method ensemble: at most "
+            f"{MAX_ENSEMBLE}, got {options.num_samples}"
+        )
+    dropout = options.dropout
+    if isinstance(dropout, bool) or not (isinstance(dropout, float | int) and 0 < dropout < 1):
+        raise InputError(f"--dropout must be a probability in (0, 1), got {dropout!r}")
+    check_count("--steps", options.steps)
+    check_count("--seed", options.seed)
+
+
+def check_fit_budget(options: FitOptions, data: FitData, weights: int) -> None:
+    """Refuse a resolved budget whose time or draw buffers would not be finite in practice."""
+    chains, draws, thin = options.chains or 1, options.num_samples or 1, options.thin or 1
+    iterations = (options.warmup or 0) + draws * thin
+    if options.method in MARKOV_CHAINS and iterations > MAX_CHAIN_ITERATIONS:
+        raise InputError(
+            f"--warmup + --num-samples x --thin = {iterations} iterations per chain; at most "
+            f"{MAX_CHAIN_ITERATIONS}"
+        )
+    m, k = data.x_test.shape[0], data.num_classes
+    check_buffer(
+        f"--num-samples {draws} x --chains {chains} x {m} test inputs x {k} classes",
+        4 * chains * draws * m * k,
+        "lower --num-samples or --chains, or use fewer test inputs",
+    )
+    kept = draws if options.keep_weights else 0
+    check_buffer(
+        f"--chains {chains} chains of {weights} weights ({kept} draws kept)",
+        4 * chains * weights * (SAMPLER_COPIES + kept),
+        "lower --chains or --num-samples, use a smaller --student, or drop --keep-weights",
+    )
 
 
 def run_fit(options: FitOptions, log: Log = quiet) -> dict[str, Any]:
@@ -289,7 +323,10 @@ def run_fit(options: FitOptions, log: Log = quiet) -> dict[str, Any]:
     ``sgld``/``psgld`` run :func:`pyro_bkd.sample`; ``map``/``svi-*`` run
     :func:`pyro_bkd.infer.svi.fit_svi` for ``steps`` steps and draw from the guide; ``nuts``
     runs ``pyro.infer.MCMC(NUTS(model))`` chain after chain on the full data. Writes
-    ``out/posterior.nc`` and ``out/metrics.json`` (and the report with ``report=True``).
+    ``out/posterior.nc`` and ``out/metrics.json`` (and the report with ``report=True``), all
+    staged and moved into place with ``out/manifest.json`` once complete. Every option and
+    input is checked first (:func:`check_fit_options`, :func:`load_fit_data`,
+    :func:`check_fit_budget`); the minibatch size is ``min(batch_size, N)``.
     """
     opts = options.resolved()
     data = load_fit_data(opts.data)
@@ -304,11 +341,29 @@ def run_fit(options: FitOptions, log: Log = quiet) -> dict[str, Any]:
     student = new_student(opts.seed)
     weights = num_weights(student)
     if opts.method == "nuts" and weights > NUTS_MAX_WEIGHTS:
-        raise ValueError(
+        raise InputError(
             f"nuts is for small students (at most {NUTS_MAX_WEIGHTS} weights); student "
             f"{opts.student!r} has {weights}: use sgld, psgld or an svi method"
         )
-    out_dir = prepare_out_dir(opts.out)  # after every check of the input: no empty folder
+    check_fit_budget(opts, data, weights)
+    opts = replace(opts, batch_size=min(opts.batch_size, int(data.x_train.shape[0])))
+    run = {"command": "pyro-bkd fit", "seed": opts.seed, "method": opts.method}
+    with output_folder(opts.out, run) as out_dir:  # moved into place once complete
+        return _fit_into(out_dir, opts, data, student, new_student, dev, start, log)
+
+
+def _fit_into(
+    out_dir: Path,
+    opts: FitOptions,
+    data: FitData,
+    student: torch.nn.Module,
+    new_student: Callable[[int], torch.nn.Module],
+    dev: torch.device,
+    start: float,
+    log: Log,
+) -> dict[str, Any]:
+    """The work of :func:`run_fit` once every input is checked; writes into ``out_dir``."""
+    weights = num_weights(student)
     train = DistillationData(data.x_train, data.y_train, data.teacher_logits_train)
     num_train = len(train)
     alpha = alpha_from_strength(opts.strength, opts.temperature)
@@ -425,8 +480,8 @@ def run_fit(options: FitOptions, log: Log = quiet) -> dict[str, Any]:
     }
     values["wall_seconds"] = seconds(start)
     values = clean(values)
-    export.save(idata, out_dir / "posterior.nc")
+    save_posterior(idata, out_dir / "posterior.nc")
     write_json(out_dir / "metrics.json", values)
     if opts.report:
-        write_report(out_dir)
+        write_report(out_dir, name=Path(opts.out).absolute().name)
     return values

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.func import stack_module_state
 
+from pyro_bkd._checks import InputError
 from pyro_bkd.baselines import add_dropout, ensemble_probs, mc_dropout_probs, train_kd_ensemble
 from pyro_bkd.data import DistillationData
 from pyro_bkd.distill import train_student_kd, weight_decay_for_prior
@@ -34,7 +35,7 @@ from pyro_bkd.infer.svi import fit_svi
 from pyro_bkd.kd import alpha_from_strength
 from pyro_bkd.model import BKDModel
 from pyro_bkd.pipeline.common import cuda_indices, num_weights
-from pyro_bkd.predictive import predict_probs
+from pyro_bkd.predictive import check_finite_probs, predict_probs
 
 #: The Markov-chain methods, run by :func:`pyro_bkd.sample` (R-hat and ESS apply).
 MARKOV_CHAINS: tuple[str, ...] = ("hmc", "sghmc", "sgld", "psgld", "nuts")
@@ -180,13 +181,22 @@ class MethodOutput:
 def check_method(method: str, valid: tuple[str, ...] = METHODS) -> str:
     """``method`` if it is one of ``valid``; else ``ValueError`` listing the valid names."""
     if method not in valid:
-        raise ValueError(f"unknown method {method!r}; valid: {', '.join(valid)}")
+        raise InputError(f"unknown method {method!r}; valid: {', '.join(valid)}")
     return method
 
 
 def run_method(method: str, inputs: MethodInputs, budget: MethodBudget) -> MethodOutput:
-    """Run one method of :data:`METHODS` (see the module docstring)."""
-    check_method(method)
+    """Run one method of :data:`METHODS` (see the module docstring).
+
+    Raises:
+        FloatingPointError: the method's class probabilities are NaN or inf at some test input.
+    """
+    output = _dispatch(check_method(method), inputs, budget)
+    check_finite_probs(output.probs)
+    return output
+
+
+def _dispatch(method: str, inputs: MethodInputs, budget: MethodBudget) -> MethodOutput:
     if method in MARKOV_CHAINS and method != "nuts":
         return _run_chain(method, inputs, budget)
     if method in SVI_GUIDES:
@@ -266,7 +276,7 @@ def _run_nuts(inputs: MethodInputs, budget: MethodBudget) -> MethodOutput:
 
     weights = num_weights(inputs.warm_student)
     if weights > NUTS_MAX_WEIGHTS:
-        raise ValueError(
+        raise InputError(
             f"nuts is for small students (at most {NUTS_MAX_WEIGHTS} weights); this student "
             f"has {weights}: use sgld, psgld or an svi method"
         )

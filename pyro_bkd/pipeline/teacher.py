@@ -6,6 +6,7 @@ import math
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,17 +14,19 @@ import torch
 from torch import nn
 
 from pyro_bkd import __version__, _atomic
+from pyro_bkd._checks import InputError
 from pyro_bkd.cmi import cmi
-from pyro_bkd.data import load_dataset
+from pyro_bkd.data import Dataset, load_dataset
 from pyro_bkd.pipeline.common import (
     Log,
     build_student,
-    check_int,
-    check_positive,
+    check_count,
+    check_number,
+    check_out_dir,
     clean,
     num_weights,
+    output_folder,
     point_metrics,
-    prepare_out_dir,
     quiet,
     resolve_device,
     seconds,
@@ -56,27 +59,33 @@ class TeacherOptions:
     progress: bool = True
 
 
+#: Entries of a ``teacher.pt`` that :func:`teacher_from_checkpoint` needs.
+CHECKPOINT_KEYS = frozenset({"arch", "num_classes", "input_shape", "state_dict"})
+#: Most input features per example accepted from a checkpoint (an example is allocated).
+MAX_INPUT_SIZE = 10**7
+
+
 def check_teacher_options(options: TeacherOptions) -> None:
     """Raise ``ValueError`` naming the first option out of range."""
     if options.dataset not in TEACHER_DATASETS:
-        raise ValueError(
+        raise InputError(
             f"unknown dataset {options.dataset!r}; valid: {', '.join(TEACHER_DATASETS)}"
         )
     if options.objective not in OBJECTIVES:
-        raise ValueError(f"unknown objective {options.objective!r}; valid: {', '.join(OBJECTIVES)}")
-    check_int("--epochs", options.epochs, minimum=1)
+        raise InputError(f"unknown objective {options.objective!r}; valid: {', '.join(OBJECTIVES)}")
+    check_out_dir(options.out)
+    check_count("--epochs", options.epochs)
     if options.mll_epochs is not None:
-        check_int("--mll-epochs", options.mll_epochs, minimum=1)
-    if not (math.isfinite(options.cmi_weight) and options.cmi_weight >= 0):
-        raise ValueError(f"--cmi-weight must be a finite number >= 0, got {options.cmi_weight!r}")
-    check_positive("--lr", options.lr)
-    check_positive("--finetune-lr", options.finetune_lr)
-    check_int("--batch-size", options.batch_size, minimum=1)
-    check_int("--seed", options.seed, minimum=0)
+        check_count("--mll-epochs", options.mll_epochs)
+    check_number("--cmi-weight", options.cmi_weight)
+    check_number("--lr", options.lr)
+    check_number("--finetune-lr", options.finetune_lr)
+    check_count("--batch-size", options.batch_size)
+    check_count("--seed", options.seed)
     if options.dataset == "digits" and options.data_root is not None:
-        raise ValueError("digits ships with scikit-learn; --data-root does not apply")
+        raise InputError("digits ships with scikit-learn; --data-root does not apply")
     if options.test_only and options.dataset not in ("mnist", "fashion-mnist"):
-        raise ValueError("--test-only applies to mnist and fashion-mnist only")
+        raise InputError("--test-only applies to mnist and fashion-mnist only")
 
 
 def run_teacher(options: TeacherOptions, log: Log = quiet) -> dict[str, Any]:
@@ -102,7 +111,6 @@ def run_teacher(options: TeacherOptions, log: Log = quiet) -> dict[str, Any]:
     dataset = load_dataset(options.dataset, options.data_root, **loader_options)
     x_train, y_train = dataset.x_train, dataset.y_train
     teacher = build_student(options.arch, x_train, dataset.num_classes, seed=options.seed)
-    out_dir = prepare_out_dir(options.out)  # after every check of the input: no empty folder
     log(
         f"{dataset.name}: {x_train.shape[0]} train / {dataset.x_test.shape[0]} test examples "
         f"of shape {tuple(x_train.shape[1:])}, {dataset.num_classes} classes; teacher "
@@ -143,6 +151,11 @@ def run_teacher(options: TeacherOptions, log: Log = quiet) -> dict[str, Any]:
         )
     logits_train = teacher_logits(teacher, x_train)
     logits_test = teacher_logits(teacher, dataset.x_test)
+    if not (torch.isfinite(logits_train).all() and torch.isfinite(logits_test).all()):
+        raise FloatingPointError(
+            f"teacher training diverged (NaN or inf logits): --lr {options.lr:g} or "
+            f"--finetune-lr {options.finetune_lr:g} is too large"
+        )
     values.update(point_metrics(logits_test, dataset.y_test))
     values["train_accuracy"] = float((logits_train.argmax(-1) == y_train).double().mean())
     values["cmi"] = _train_cmi(teacher, x_train, y_train, dataset.num_classes)
@@ -174,11 +187,26 @@ def run_teacher(options: TeacherOptions, log: Log = quiet) -> dict[str, Any]:
         arrays = {"x_train": x_train.numpy(), "x_test": dataset.x_test.numpy(), **arrays}
     values["wall_seconds"] = seconds(start)
     values = clean(values)
+    run = {"command": "pyro-bkd teacher", "seed": options.seed, "objective": options.objective}
+    with output_folder(options.out, run) as out_dir:  # moved into place once complete
+        _write_teacher(out_dir, teacher, options, dataset, arrays, values)
+    return values
+
+
+def _write_teacher(
+    out_dir: Path,
+    teacher: nn.Module,
+    options: TeacherOptions,
+    dataset: Dataset,
+    arrays: dict[str, np.ndarray],
+    values: dict[str, Any],
+) -> None:
+    """``teacher.pt``, ``teacher_logits.npz`` and ``metrics.json`` of :func:`run_teacher`."""
     save_teacher(
         out_dir / "teacher.pt",
         teacher,
         arch=options.arch,
-        input_shape=tuple(x_train.shape[1:]),
+        input_shape=tuple(dataset.x_train.shape[1:]),
         dataset=dataset.name,
         objective=options.objective,
         class_names=dataset.class_names,
@@ -189,7 +217,6 @@ def run_teacher(options: TeacherOptions, log: Log = quiet) -> dict[str, Any]:
     ):
         np.savez_compressed(handle, **arrays)
     write_json(out_dir / "metrics.json", values)
-    return values
 
 
 def save_teacher(
@@ -225,16 +252,47 @@ def load_teacher(path: str | os.PathLike[str]) -> nn.Module:
 
 
 def read_teacher_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The dict :func:`save_teacher` wrote (``arch``, ``num_classes``, ``input_shape``, ...)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """The dict :func:`save_teacher` wrote (``arch``, ``num_classes``, ``input_shape``, ...).
+
+    Loaded without running code (``weights_only``). A file that is not such a checkpoint is an
+    :class:`~pyro_bkd.InputError` naming it; OS errors (missing, unreadable) propagate.
+    """
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:
+        raise
+    except Exception as error:  # torch reports a foreign file by many exception types
+        raise _not_a_teacher(path, f"{type(error).__name__}: {error}") from None
+    if not isinstance(checkpoint, dict) or not checkpoint.keys() >= CHECKPOINT_KEYS:
+        raise _not_a_teacher(path, f"it lacks the entries {', '.join(sorted(CHECKPOINT_KEYS))}")
+    shape = checkpoint["input_shape"]
+    if not (
+        isinstance(checkpoint["arch"], str)
+        and isinstance(checkpoint["num_classes"], int)
+        and isinstance(shape, list)
+        and all(isinstance(size, int) and size > 0 for size in shape)
+        and math.prod(shape) <= MAX_INPUT_SIZE
+        and isinstance(checkpoint["state_dict"], dict)
+    ):
+        raise _not_a_teacher(path, "its entries have the wrong types or sizes")
+    checkpoint["path"] = os.fspath(path)
+    return checkpoint
 
 
 def teacher_from_checkpoint(checkpoint: dict[str, Any]) -> nn.Module:
     """The teacher network of a :func:`read_teacher_checkpoint` dict, in eval mode."""
+    path = checkpoint.get("path", "the teacher checkpoint")
     example = torch.zeros(2, *checkpoint["input_shape"])
-    teacher = build_student(checkpoint["arch"], example, checkpoint["num_classes"])
-    teacher.load_state_dict(checkpoint["state_dict"])
+    try:
+        teacher = build_student(checkpoint["arch"], example, checkpoint["num_classes"])
+        teacher.load_state_dict(checkpoint["state_dict"])
+    except (InputError, RuntimeError) as error:
+        raise _not_a_teacher(path, str(error).splitlines()[0]) from None
     return teacher.eval()
+
+
+def _not_a_teacher(path: str | os.PathLike[str], reason: str) -> InputError:
+    return InputError(f"{os.fspath(path)} is not a teacher checkpoint of pyro-bkd: {reason}")
 
 
 def _train_cmi(teacher: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int) -> float:
