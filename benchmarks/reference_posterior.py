@@ -31,7 +31,10 @@ import digits_posterior
 import pyro_bkd
 from pyro_bkd.convergence import rank_rhat_and_ess_bulk
 
-CONFIGS: tuple[tuple[int, float], ...] = ((32, 144.0), (32, 16.0), (16, 144.0))
+#: The stored references. (16, 144) was run too and did not converge (R-hat < 1.05 on 88.7% of
+#: the entries, max 1.245, 22 CPU minutes): the 16-unit student's KD optima differ in function
+#: space, so it is no reference and is not stored.
+CONFIGS: tuple[tuple[int, float], ...] = ((32, 144.0), (32, 16.0))
 NUM_TEST = 100
 OUT = Path(__file__).resolve().parents[1] / "tests" / "reference"
 SETTINGS = {"num_chains": 8, "warmup_steps": 1500, "num_samples": 1000, "thin": 2, "num_steps": 64}

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from pyro_bkd._checks import InputError
+
 
 class EpochBatches:
     """Indices ``[chains, m]`` for each step (``None`` when ``m`` is the full data)."""
@@ -23,7 +25,7 @@ class EpochBatches:
         device: torch.device | str = "cpu",
     ) -> None:
         if batch_size is not None and not 0 < batch_size <= num_examples:
-            raise ValueError(
+            raise InputError(
                 f"batch_size (subsample_size) must be in [1, N={num_examples}], got {batch_size}"
             )
         self.num_examples = num_examples

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from pyro_bkd import _checks
 from pyro_bkd._atomic import atomic_path
+from pyro_bkd._checks import InputError, InputTypeError
 from pyro_bkd.data.record import DistillationData
 from pyro_bkd.infer.base import Algorithm, ChainState
 from pyro_bkd.infer.batches import EpochBatches
@@ -140,11 +141,11 @@ def sample(
     """
     warmup_steps, num_chains = _renamed(deprecated, warmup_steps, num_chains)
     if not isinstance(model, BKDModel):
-        raise TypeError(f"model must be a pyro_bkd.BKDModel, got {type(model).__name__}")
+        raise InputTypeError(f"model must be a pyro_bkd.BKDModel, got {type(model).__name__}")
     if not isinstance(data, DistillationData):
-        raise TypeError(f"data must be a DistillationData, got {type(data).__name__}")
+        raise InputTypeError(f"data must be a DistillationData, got {type(data).__name__}")
     if data.y is None:
-        raise ValueError("data.y is None: sampling the posterior needs labels")
+        raise InputError("data.y is None: sampling the posterior needs labels")
     if x_test is not None:
         _checks.tensor("x_test", x_test)
     dev = torch.device(device) if device is not None else _device_of(model)
@@ -320,11 +321,11 @@ class _Setup:
         algorithm_options,
     ) -> _Setup:
         if method not in ALGORITHMS:
-            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+            raise InputError(f"method must be one of {METHODS}, got {method!r}")
         if on_nonfinite not in ("raise", "backoff"):
-            raise ValueError(f"on_nonfinite must be 'raise' or 'backoff', got {on_nonfinite!r}")
+            raise InputError(f"on_nonfinite must be 'raise' or 'backoff', got {on_nonfinite!r}")
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+            raise InputError(f"seed must be an int >= 0, got {seed!r}")
         default_warmup, default_thin = DEFAULT_BUDGETS[method]
         warmup_steps = default_warmup if warmup_steps is None else warmup_steps
         thin = default_thin if thin is None else thin
@@ -336,7 +337,7 @@ class _Setup:
         ):
             _checks.positive_int(name, value)
         if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be an int >= 0, got {warmup_steps!r}")
+            raise InputError(f"warmup_steps must be an int >= 0, got {warmup_steps!r}")
         temperature = _checks.positive_float("temperature", temperature)
         if step_size is not None and not isinstance(step_size, StepSchedule):
             step_size = _checks.positive_float("step_size", step_size)
@@ -344,13 +345,13 @@ class _Setup:
         if batch_size is not None:
             _checks.positive_int("batch_size", batch_size)
             if n is None:
-                raise ValueError("batch_size needs a potential with a data plate")
+                raise InputError("batch_size needs a potential with a data plate")
             if batch_size > n:
-                raise ValueError(f"batch_size must be <= N={n}, got {batch_size}")
+                raise InputError(f"batch_size must be <= N={n}, got {batch_size}")
             batch_size = None if batch_size == n else batch_size
         algorithm = ALGORITHMS[method](**dict(algorithm_options or {}))
         if algorithm.full_batch and batch_size is not None:
-            raise ValueError(
+            raise InputError(
                 f"method {method!r} needs exact full-batch gradients (a Metropolis test); "
                 f"use batch_size=None, or method='sghmc' for minibatches"
             )
@@ -465,7 +466,7 @@ class _Run:
         warm = self.warm_start
         if isinstance(warm, SamplingResult):
             if warm.weights is None:
-                raise ValueError(
+                raise InputError(
                     "warm_start: the SamplingResult kept no weights "
                     "(sample it with keep_weights=True to continue its chains)"
                 )
@@ -481,13 +482,13 @@ class _Run:
             warm = warm.to(self.device, torch.get_default_dtype()).detach()
             if warm.dim() == 2:
                 if warm.shape != (c, layout.dim):
-                    raise ValueError(
+                    raise InputError(
                         f"warm_start must have {c} chains of {layout.dim} "
                         f"weights, got shape {tuple(warm.shape)}"
                     )
                 return warm.clone()
             if warm.shape != (layout.dim,):
-                raise ValueError(
+                raise InputError(
                     f"warm_start must have {layout.dim} weights, got shape {tuple(warm.shape)}"
                 )
             center = warm
@@ -503,7 +504,7 @@ class _Run:
                 generator=self.generator,
             )
         else:
-            raise ValueError(
+            raise InputError(
                 f"warm_start must be 'map', weights, a SamplingResult or None, got {warm!r}"
             )
         return dispersed(
@@ -730,7 +731,7 @@ def _renamed(deprecated: dict, warmup_steps, num_chains):
     """Accept ``warmup=``/``chains=`` for one release, with a ``DeprecationWarning``."""
     unknown = set(deprecated) - {"warmup", "chains"}
     if unknown:
-        raise TypeError(f"sample() got unexpected keyword arguments {sorted(unknown)}")
+        raise InputTypeError(f"sample() got unexpected keyword arguments {sorted(unknown)}")
     if "warmup" in deprecated:
         warnings.warn("sample(warmup=) is renamed warmup_steps=", DeprecationWarning, stacklevel=3)
         warmup_steps = deprecated["warmup"]
@@ -839,15 +840,15 @@ def _load_checkpoint(path, config) -> dict | None:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a truncated, foreign or corrupt file: name it
-        raise ValueError(
+        raise InputError(
             f"checkpoint {os.fspath(path)!r} cannot be read as a pyro-bkd checkpoint "
             f"({type(error).__name__}); remove it to start afresh"
         ) from error
     if not isinstance(payload, dict) or "config" not in payload:
-        raise ValueError(f"checkpoint {os.fspath(path)!r} is not a pyro-bkd checkpoint")
+        raise InputError(f"checkpoint {os.fspath(path)!r} is not a pyro-bkd checkpoint")
     if payload["config"] != config:
         changed = sorted(k for k in config if payload["config"].get(k) != config[k])
-        raise ValueError(
+        raise InputError(
             f"checkpoint {os.fspath(path)!r} was written with other settings ({changed}); "
             f"remove it or use the same settings to resume"
         )

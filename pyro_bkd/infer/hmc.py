@@ -19,6 +19,7 @@ from typing import ClassVar, Literal
 import torch
 
 from pyro_bkd import _checks
+from pyro_bkd._checks import InputError
 from pyro_bkd.infer.base import (
     Algorithm,
     ChainState,
@@ -74,7 +75,7 @@ class HMCStep(Algorithm):
     def __post_init__(self) -> None:
         _checks.positive_int("num_steps", self.num_steps)
         if not 0.0 < self.target_accept < 1.0:
-            raise ValueError(f"target_accept must be in (0, 1), got {self.target_accept!r}")
+            raise InputError(f"target_accept must be in (0, 1), got {self.target_accept!r}")
 
     def step(
         self,

@@ -38,6 +38,7 @@ import torch
 from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 
 from pyro_bkd import _checks
+from pyro_bkd._checks import InputError
 from pyro_bkd.infer.base import Algorithm, ChainState
 from pyro_bkd.infer.batches import EpochBatches
 from pyro_bkd.infer.hmc import HMCStep
@@ -83,14 +84,14 @@ class BKDKernel(MCMCKernel):
         **options: Any,
     ) -> None:
         if model is None:
-            raise ValueError("model is required")
+            raise InputError("model is required")
         self.model = model
         self.algorithm = self.algorithm_class(**options)
         self.schedule = None if step_size is None else as_schedule(step_size)
         if subsample_size is not None:
             _checks.positive_int("subsample_size", subsample_size)
             if self.algorithm.full_batch:
-                raise ValueError(
+                raise InputError(
                     f"{type(self).__name__} needs full-batch gradients (a Metropolis test); "
                     "leave subsample_size=None"
                 )
@@ -112,11 +113,11 @@ class BKDKernel(MCMCKernel):
         n = self._potential.num_examples
         if self.subsample_size is not None:
             if n is None:
-                raise ValueError(
+                raise InputError(
                     "subsample_size needs a pyro.plate('data', N) in the model; none was found"
                 )
             if self.subsample_size > n:
-                raise ValueError(f"subsample_size must be <= N={n}, got {self.subsample_size}")
+                raise InputError(f"subsample_size must be <= N={n}, got {self.subsample_size}")
         theta0 = self._potential.initial_theta()
         self._batches = EpochBatches(n or 1, self.subsample_size, 1, device=theta0.device)
         self._warmup_steps = warmup_steps

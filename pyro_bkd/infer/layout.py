@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from pyro_bkd._checks import InputError
+
 
 @dataclass(frozen=True)
 class FlatLayout:
@@ -38,7 +40,7 @@ class FlatLayout:
         """Pack ``{name: tensor [*batch, *shape]}`` into ``theta [*batch, D]``."""
         missing = set(self.names) - set(params)
         if missing:
-            raise ValueError(f"params lack the weight sites {sorted(missing)}")
+            raise InputError(f"params lack the weight sites {sorted(missing)}")
         first = params[self.names[0]]
         batch = first.shape[: first.dim() - len(self.shapes[0])]
         return torch.cat([params[n].reshape(*batch, -1) for n in self.names], dim=-1)

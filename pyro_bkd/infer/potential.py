@@ -27,6 +27,7 @@ from pyro.infer.mcmc.util import initialize_model
 from pyro.poutine.subsample_messenger import _Subsample
 from torch.func import grad_and_value, vmap
 
+from pyro_bkd._checks import InputError, InputTypeError
 from pyro_bkd.infer.layout import FlatLayout
 from pyro_bkd.model import (
     DATA_PLATE,
@@ -156,7 +157,7 @@ class BKDPotential(Potential):
         teacher_logits: torch.Tensor | None = None,
     ) -> None:
         if y is None:
-            raise ValueError("y is required to sample the posterior (got None)")
+            raise InputError("y is required to sample the posterior (got None)")
         model.check_data(x, y, teacher_logits)
         self.model = model
         self.x, self.y = x, y
@@ -274,7 +275,7 @@ class TracePotential(Potential):
             conditioned, model_args, model_kwargs
         )
         if not init_params:
-            raise ValueError("model has no latent sample sites to sample")
+            raise InputError("model has no latent sample sites to sample")
         self.layout = FlatLayout.of(init_params)
         self._init = self.layout.flatten(init_params).detach()
         self.num_examples = trace.nodes[DATA_PLATE]["fn"].size if DATA_PLATE in trace else None
@@ -303,7 +304,7 @@ def _refuse_subsampling_plates(model: Callable, args: tuple, kwargs: dict) -> No
         fn = site.get("fn")
         if not isinstance(fn, _Subsample) or fn.subsample_size in (None, fn.size):
             continue
-        raise ValueError(
+        raise InputError(
             f"pyro.plate({name!r}, {fn.size}, subsample_size={fn.subsample_size}) in "
             "the model: the kernel draws the minibatches itself. Write "
             f"`with pyro.plate('data', {fn.size}) as idx:` and index the data with it "
@@ -319,9 +320,9 @@ def bkd_arguments(args: tuple, kwargs: dict) -> dict[str, torch.Tensor | None]:
     bound = dict(zip(names, args, strict=False)) | kwargs
     unknown = set(bound) - set(names)
     if unknown:
-        raise TypeError(f"BKDModel takes x, y, teacher_logits; got {sorted(unknown)}")
+        raise InputTypeError(f"BKDModel takes x, y, teacher_logits; got {sorted(unknown)}")
     if "x" not in bound:
-        raise TypeError("x is required")
+        raise InputTypeError("x is required")
     return {name: bound.get(name) for name in names}
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from pyro_bkd._checks import InputError
 from pyro_bkd.infer.verdict import ConvergenceSummary
 
 
@@ -57,7 +58,7 @@ class SamplingResult:
         from pyro_bkd.export import to_inference_data
 
         if self.probs is None:
-            raise ValueError("no test inputs were given to sample(), so there are no probs")
+            raise InputError("no test inputs were given to sample(), so there are no probs")
         attrs = {**self.config, "wall_seconds": self.wall_seconds}
         if self.convergence is not None:
             attrs["convergence"] = self.convergence.message

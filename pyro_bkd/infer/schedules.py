@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pyro_bkd import _checks
+from pyro_bkd._checks import InputError
 
 
 class StepSchedule:
@@ -48,7 +49,7 @@ class PolynomialDecay(StepSchedule):
         _checks.positive_float("a", self.a)
         _checks.positive_float("b", self.b)
         if not 0.5 < self.gamma <= 1.0:
-            raise ValueError(f"gamma must be in (0.5, 1], got {self.gamma!r}")
+            raise InputError(f"gamma must be in (0.5, 1], got {self.gamma!r}")
 
     def __call__(self, step: int) -> float:
         return self.a * (self.b + step) ** (-self.gamma)
@@ -63,7 +64,7 @@ class CallableStep(StepSchedule):
     def __call__(self, step: int) -> float:
         value = float(self.fn(step))
         if not (math.isfinite(value) and value > 0):
-            raise ValueError(f"step_size({step}) must be a positive finite number, got {value}")
+            raise InputError(f"step_size({step}) must be a positive finite number, got {value}")
         return value
 
 

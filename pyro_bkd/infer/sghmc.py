@@ -25,6 +25,7 @@ from typing import ClassVar
 import torch
 
 from pyro_bkd import _checks
+from pyro_bkd._checks import InputError
 from pyro_bkd.infer.base import (
     Algorithm,
     ChainState,
@@ -83,10 +84,10 @@ class SGHMCStep(Algorithm):
     def __post_init__(self) -> None:
         friction = _checks.positive_float("friction", self.friction)
         if friction > 1:
-            raise ValueError(f"friction must be in (0, 1], got {self.friction!r}")
+            raise InputError(f"friction must be in (0, 1], got {self.friction!r}")
         step = _checks.positive_float("step_factor", self.step_factor)
         if step >= 2:
-            raise ValueError(f"step_factor must be < 2 (the stability limit), got {step!r}")
+            raise InputError(f"step_factor must be < 2 (the stability limit), got {step!r}")
 
     def init(self, theta: torch.Tensor, value_and_grad: ValueAndGrad) -> ChainState:
         state = super().init(theta, value_and_grad)

@@ -68,6 +68,7 @@ from pyro.poutine.messenger import Messenger
 from tqdm import tqdm
 
 from pyro_bkd import _checks
+from pyro_bkd._checks import InputError, InputTypeError
 from pyro_bkd.data.record import DistillationData
 from pyro_bkd.distill import epoch_batches
 from pyro_bkd.model import DATA_PLATE, BKDModel
@@ -201,11 +202,11 @@ def fit_svi(
             :meth:`BKDModel.check_data`), or a hyper-parameter out of range.
     """
     if guide not in GUIDES:
-        raise ValueError(f"guide must be one of {GUIDES}, got {guide!r}")
+        raise InputError(f"guide must be one of {GUIDES}, got {guide!r}")
     if not isinstance(data, DistillationData):
-        raise TypeError(f"data must be a DistillationData, got {type(data).__name__}")
+        raise InputTypeError(f"data must be a DistillationData, got {type(data).__name__}")
     if data.y is None:
-        raise ValueError("data.y is None: fitting needs labels")
+        raise InputError("data.y is None: fitting needs labels")
     num_steps = _checks.positive_int("num_steps", num_steps)
     rank = _checks.positive_int("rank", rank)
     lr = _checks.positive_float("lr", lr)
@@ -330,7 +331,7 @@ def map_estimate(result: SVIResult) -> dict[str, torch.Tensor]:
             ``result.guide.median()`` inside a param-store scope for its centre).
     """
     if not isinstance(result.guide, AutoDelta):
-        raise ValueError(
+        raise InputError(
             f"map_estimate needs a fit with guide='delta' (method 'map'), got method "
             f"{result.method!r}"
         )

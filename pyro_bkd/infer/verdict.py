@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from pyro_bkd._checks import InputError
 from pyro_bkd.convergence import rank_rhat_and_ess_bulk
 
 #: R-hat below which an entry counts as mixed, and the bound for "borderline".
@@ -83,7 +84,7 @@ def diagnose(probs: torch.Tensor | np.ndarray, min_mass: float = 0.01) -> Conver
     """:class:`ConvergenceSummary` of class probabilities ``[chain, draw, N, K]``."""
     array = probs.detach().cpu().numpy() if isinstance(probs, torch.Tensor) else np.asarray(probs)
     if array.ndim != 4:
-        raise ValueError(f"probs must be [chain, draw, N, K], got shape {array.shape}")
+        raise InputError(f"probs must be [chain, draw, N, K], got shape {array.shape}")
     chains, draws = array.shape[:2]
     rhat, ess = rank_rhat_and_ess_bulk(array)
     counted = array.mean(axis=(0, 1)) >= min_mass
