@@ -200,6 +200,29 @@ def test_resuming_with_other_data_is_refused(tmp_path):
         _run(checkpoint=checkpoint, num_samples=10, x_test=x_test + 1.0)
 
 
+def test_a_flipped_bit_in_a_checkpoint_and_stale_temporaries(tmp_path):
+    """A checkpoint whose stored draws were altered is refused (checksum), and temporary
+    files of an interrupted checkpoint write are removed on the next start."""
+    checkpoint = tmp_path / "run.ckpt"
+    _run(checkpoint=checkpoint, num_samples=10)
+    payload = torch.load(checkpoint, weights_only=True)
+    payload["buffers"]["lp"][0, 0] += 1.0
+    torch.save(payload, checkpoint)
+    stale = tmp_path / ".run.ckpt.0123abcd.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    with pytest.raises(ValueError, match="checksum"):
+        _run(checkpoint=checkpoint, num_samples=10)
+    assert not stale.exists()
+
+
+def test_test_inputs_of_the_wrong_shape_fail_before_sampling():
+    model, data, x_test = softmax_problem(100)
+    with pytest.raises(ValueError, match="x_test must have rows like x's"):
+        sample(model, data, x_test=x_test[:, :1], progress=False)
+    with pytest.raises(ValueError, match="x_test must be finite"):
+        sample(model, data, x_test=x_test * float("nan"), progress=False)
+
+
 def test_a_corrupt_checkpoint_is_named_in_one_error(tmp_path):
     checkpoint = tmp_path / "run.ckpt"
     checkpoint.write_bytes(b"not a checkpoint")
@@ -317,6 +340,9 @@ def test_old_argument_names_still_work_with_a_deprecation_warning():
     with pytest.warns(DeprecationWarning, match="warmup_steps"):
         result = _run(warmup=10, warmup_steps=None)
     assert result.config["warmup_steps"] == 10
+    with pytest.warns(DeprecationWarning, match="posterior_temperature"):
+        result = _run(temperature=0.5)
+    assert result.config["posterior_temperature"] == 0.5
 
 
 def test_driver_keeps_weights_and_exports():

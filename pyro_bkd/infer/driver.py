@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from pyro_bkd import _checks
 from pyro_bkd._atomic import atomic_path
@@ -82,7 +82,7 @@ def sample(
     num_chains: int = 4,
     batch_size: int | None = None,
     step_size: float | StepSchedule | None = None,
-    temperature: float = 1.0,
+    posterior_temperature: float = 1.0,
     x_test: torch.Tensor | None = None,
     keep_weights: bool = False,
     warm_start: Literal["map"] | Mapping[str, torch.Tensor] | SamplingResult | None = "map",
@@ -113,7 +113,8 @@ def sample(
         step_size: a fixed ``eps``, or a :class:`~pyro_bkd.infer.schedules.StepSchedule` of
             the iteration (e.g. :class:`~pyro_bkd.CyclicalStep`), counted over warm-up and
             sampling (no step-size adaptation then); ``None`` adapts it in warm-up.
-        temperature: posterior temperature ``T`` (targets ``pi^(1/T)``).
+        posterior_temperature: ``T``, the target is ``pi^(1/T)`` (cold posteriors: ``T < 1``);
+            the KD temperature is the model's ``BKDModel(temperature=tau)``.
         x_test: inputs at which ``q^(s)(x) = softmax(f(x; theta_s))`` is kept per draw.
         keep_weights: keep the weight draws too.
         warm_start: ``"map"`` (find the MAP from the student's weights, then disperse the
@@ -131,15 +132,22 @@ def sample(
             one written with the same settings is resumed.
         on_nonfinite: ``"raise"`` :class:`~pyro_bkd.infer.monitor.NonFiniteError`, or
             ``"backoff"``: restart from the last good state with half the step.
-        deprecated: ``warmup=`` and ``chains=`` (old names of ``warmup_steps`` and
-            ``num_chains``).
+        deprecated: ``warmup=``, ``chains=`` and ``temperature=`` (old names of
+            ``warmup_steps``, ``num_chains`` and ``posterior_temperature``).
 
     Returns:
         :class:`SamplingResult`, whose ``convergence`` holds the verdict; a
         :class:`~pyro_bkd.infer.verdict.ConvergenceWarning` is issued when it is not
         ``"converged"``.
     """
-    warmup_steps, num_chains = _renamed(deprecated, warmup_steps, num_chains)
+    renamed = _renamed(
+        deprecated,
+        warmup_steps=warmup_steps,
+        num_chains=num_chains,
+        posterior_temperature=posterior_temperature,
+    )
+    warmup_steps, num_chains = renamed["warmup_steps"], renamed["num_chains"]
+    posterior_temperature = renamed["posterior_temperature"]
     if not isinstance(model, BKDModel):
         raise InputTypeError(f"model must be a pyro_bkd.BKDModel, got {type(model).__name__}")
     if not isinstance(data, DistillationData):
@@ -148,6 +156,7 @@ def sample(
         raise InputError("data.y is None: sampling the posterior needs labels")
     if x_test is not None:
         _checks.tensor("x_test", x_test)
+        _checks.finite("x_test", x_test)
     dev = torch.device(device) if device is not None else _device_of(model)
     model.student.to(dev)
     data = data.to(dev)
@@ -155,6 +164,7 @@ def sample(
     predict = None
     if x_test is not None:
         x_test = x_test.to(dev)
+        _check_test_inputs(model, x_test, data)
 
         def predict(thetas: torch.Tensor) -> torch.Tensor:
             return predict_probs(model.student, potential.layout.unflatten(thetas), x_test)
@@ -169,7 +179,7 @@ def sample(
         num_chains=num_chains,
         batch_size=batch_size,
         step_size=step_size,
-        temperature=temperature,
+        temperature=posterior_temperature,
         keep_weights=keep_weights,
         warm_start=warm_start,
         init_spread=init_spread,
@@ -191,6 +201,16 @@ def sample(
             "fingerprint": fingerprint(model, data, x_test),
         },
     )
+
+
+def _check_test_inputs(model: BKDModel, x_test: torch.Tensor, data: DistillationData) -> None:
+    """``x_test`` must fit the student before any sampling (not only at the first draw's
+    prediction): its rows have the training inputs' shape and dtype."""
+    if x_test.dim() < 1 or x_test.shape[1:] != data.x.shape[1:] or x_test.dtype != data.x.dtype:
+        raise InputError(
+            f"x_test must have rows like x's ({tuple(data.x.shape[1:])}, {data.x.dtype}), got "
+            f"{tuple(x_test.shape)}, {x_test.dtype}"
+        )
 
 
 def fingerprint(
@@ -727,18 +747,21 @@ class _Snapshot:
         return self.state, progress
 
 
-def _renamed(deprecated: dict, warmup_steps, num_chains):
-    """Accept ``warmup=``/``chains=`` for one release, with a ``DeprecationWarning``."""
-    unknown = set(deprecated) - {"warmup", "chains"}
+#: Old keyword of :func:`sample` -> its new name (accepted for one release).
+RENAMED = {"warmup": "warmup_steps", "chains": "num_chains", "temperature": "posterior_temperature"}
+
+
+def _renamed(deprecated: dict, **current: Any) -> dict[str, Any]:
+    """``current`` with the values given under old names (:data:`RENAMED`), each with a
+    ``DeprecationWarning``; unknown keywords are an error."""
+    unknown = set(deprecated) - set(RENAMED)
     if unknown:
         raise InputTypeError(f"sample() got unexpected keyword arguments {sorted(unknown)}")
-    if "warmup" in deprecated:
-        warnings.warn("sample(warmup=) is renamed warmup_steps=", DeprecationWarning, stacklevel=3)
-        warmup_steps = deprecated["warmup"]
-    if "chains" in deprecated:
-        warnings.warn("sample(chains=) is renamed num_chains=", DeprecationWarning, stacklevel=3)
-        num_chains = deprecated["chains"]
-    return warmup_steps, num_chains
+    for old, value in deprecated.items():
+        new = RENAMED[old]
+        warnings.warn(f"sample({old}=) is renamed {new}=", DeprecationWarning, stacklevel=3)
+        current[new] = value
+    return current
 
 
 def _device_of(model: BKDModel) -> torch.device:
@@ -830,12 +853,46 @@ def _save_checkpoint(
         "batches": good.batches,
     }
     payload = {"config": config, "state": state, "buffers": buffers, "wall_seconds": wall_seconds}
+    payload["sha256"] = _checksum(payload)
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 
 
+def _checksum(payload: dict) -> str:
+    """SHA-256 of every tensor and number in a checkpoint (not of ``sha256`` itself), in a
+    fixed order: a flipped bit in a stored weight or draw is caught on resume."""
+    digest = hashlib.sha256()
+
+    def visit(value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+        elif isinstance(value, dict):
+            for key in sorted(value, key=str):
+                if key != "sha256":
+                    digest.update(str(key).encode())
+                    visit(value[key])
+        elif isinstance(value, list | tuple):
+            for item in value:
+                visit(item)
+        else:
+            digest.update(repr(value).encode())
+
+    visit(payload)
+    return digest.hexdigest()
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Delete ``.<name>.<id>.tmp`` files next to ``path`` left by interrupted checkpoint
+    writes (:func:`~pyro_bkd._atomic.atomic_path` names them so)."""
+    for leftover in path.parent.glob(f".{path.name}.*.tmp"):
+        leftover.unlink(missing_ok=True)
+
+
 def _load_checkpoint(path, config) -> dict | None:
-    if path is None or not Path(path).exists():
+    if path is None:
+        return None
+    _remove_stale_temporaries(Path(path))
+    if not Path(path).exists():
         return None
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -851,5 +908,10 @@ def _load_checkpoint(path, config) -> dict | None:
         raise InputError(
             f"checkpoint {os.fspath(path)!r} was written with other settings ({changed}); "
             f"remove it or use the same settings to resume"
+        )
+    if payload.get("sha256") != _checksum(payload):
+        raise InputError(
+            f"checkpoint {os.fspath(path)!r} is corrupt (its checksum does not match its "
+            "contents); remove it to start afresh"
         )
     return payload
