@@ -38,7 +38,7 @@ from pyro_bkd.convergence import rank_rhat_and_ess_bulk
 
 #: name -> keyword arguments of pyro_bkd.sample (budgets sized for about 2 minutes).
 SETTINGS: dict[str, dict] = {
-    "default": {},  # sghmc full batch, friction 0.01, step 0.7, 8000 + 200 x 40 steps
+    "default": {},  # sghmc full batch, friction 0.01, step 0.7, 8000 + 200 x 80 steps
     "hmc-32": {
         "method": "hmc",
         "warmup_steps": 400,
@@ -75,6 +75,7 @@ SETTINGS: dict[str, dict] = {
         "algorithm_options": {"friction": 0.01, "step_factor": 1.0},
     },
     "sghmc": {"method": "sghmc", "warmup_steps": 8000, "num_samples": 200, "thin": 40},
+    "sghmc-t80": {"method": "sghmc", "warmup_steps": 8000, "num_samples": 200, "thin": 80},
     "sghmc-f0.005": {
         "method": "sghmc",
         "warmup_steps": 8000,
