@@ -78,3 +78,57 @@ def build(width: int, strength: float, num_starts: int = 8, seed: int = 0) -> Di
     model = BKDModel(students[0], TEMPERATURE, strength, PRIOR_SCALE)
     data = DistillationData(dataset.x_train, dataset.y_train, t_train)
     return DigitsPosterior(model, data, dataset.x_test, dataset.y_test, starts)
+
+
+def build_preset(dataset: str, strength: float = 144.0, seed: int = 0) -> DigitsPosterior:
+    """The BKD posterior of ``pyro-bkd compare --dataset <dataset>``'s preset (MNIST: MLP
+    784-32-10 student on a 10,000-image stratified subset; Fashion-MNIST: ``small_cnn:4`` on
+    10,000 images), teacher trained as the preset says, one KD student (the preset's epochs)
+    as the warm start. No exact reference exists for these (full-batch HMC is too costly)."""
+    from pyro_bkd.data import few_shot_indices
+    from pyro_bkd.pipeline.common import build_student
+    from pyro_bkd.pipeline.compare import PRESETS
+
+    preset = PRESETS[dataset]
+    data = load_dataset(dataset)
+    if preset.standardize:
+        from pyro_bkd.data import standardize
+
+        data = standardize(data)
+    x, y = data.x_train, data.y_train
+    if preset.num_train is not None and preset.num_train < x.shape[0]:
+        keep = few_shot_indices(y, preset.num_train / x.shape[0], seed=seed)
+        x, y = x[keep], y[keep]
+    x_test, y_test = data.x_test[: preset.num_test], data.y_test[: preset.num_test]
+    teacher = build_student(preset.teacher, x, data.num_classes, seed=seed)
+    train_teacher(
+        teacher,
+        x,
+        y,
+        objective="mll",
+        epochs=preset.teacher_epochs,
+        lr=preset.teacher_lr,
+        batch_size=128,
+        seed=seed,
+        progress=False,
+    )
+    t_train = teacher_logits(teacher, x)
+    alpha = alpha_from_strength(strength, TEMPERATURE)
+    student = build_student(preset.student, x, data.num_classes, seed=seed + 1)
+    train_student_kd(
+        student,
+        x,
+        y,
+        t_train,
+        temperature=TEMPERATURE,
+        alpha=alpha,
+        weight_decay=weight_decay_for_prior(PRIOR_SCALE, len(y), alpha),
+        epochs=preset.budget.kd_epochs,
+        batch_size=128,
+        lr=preset.budget.lr,
+        seed=seed,
+        progress=False,
+    )
+    starts = {name: p.detach()[None] for name, p in student.named_parameters()}
+    model = BKDModel(student, TEMPERATURE, strength, PRIOR_SCALE)
+    return DigitsPosterior(model, DistillationData(x, y, t_train), x_test, y_test, starts)
