@@ -42,7 +42,7 @@ from pyro_bkd.convergence import rank_rhat_and_ess_bulk
 
 #: name -> keyword arguments of pyro_bkd.sample (budgets sized for about 2 minutes).
 SETTINGS: dict[str, dict] = {
-    "default": {},  # sghmc full batch, friction 0.01, step 0.7, 8000 + 200 x 80 steps
+    "default": {},  # sghmc full batch, friction 0.01, step 0.7, 16000 + 200 x 120 steps
     "hmc-32": {
         "method": "hmc",
         "warmup_steps": 400,
@@ -80,6 +80,12 @@ SETTINGS: dict[str, dict] = {
     },
     "sghmc": {"method": "sghmc", "warmup_steps": 8000, "num_samples": 200, "thin": 40},
     "sghmc-t80": {"method": "sghmc", "warmup_steps": 8000, "num_samples": 200, "thin": 80},
+    "sghmc-w16k-t120": {
+        "method": "sghmc",
+        "warmup_steps": 16000,
+        "num_samples": 200,
+        "thin": 120,
+    },
     "sghmc-f0.005": {
         "method": "sghmc",
         "warmup_steps": 8000,

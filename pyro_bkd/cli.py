@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument(
         "--warmup",
         type=integer,
-        help="warm-up iterations per chain (hmc: 300; sghmc/sgld/psgld: 8000; nuts: 200)",
+        help="warm-up iterations per chain (hmc: 300; sghmc: 16000; sgld/psgld: 8000; nuts: 200)",
     )
     fit.add_argument(
         "--chains",
@@ -191,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument(
         "--thin",
         type=integer,
-        help="keep every thin-th iteration (hmc: 1; sghmc: 80; sgld/psgld: 40; nuts: 1)",
+        help="keep every thin-th iteration (hmc: 1; sghmc: 120; sgld/psgld: 40; nuts: 1)",
     )
     fit.add_argument("--batch-size", type=integer, default=128, help="minibatch size m (128)")
     fit.add_argument(

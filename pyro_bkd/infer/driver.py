@@ -301,7 +301,7 @@ def sample_potential(
 #: ``(warmup_steps, thin)`` by method, measured in ``benchmarks/bench_mixing.py``.
 DEFAULT_BUDGETS: dict[str, tuple[int, int]] = {
     "hmc": (300, 1),
-    "sghmc": (8000, 80),
+    "sghmc": (16000, 120),
     "sgld": (8000, 40),
     "psgld": (8000, 40),
 }
