@@ -261,7 +261,7 @@ def test_teacher_mcmi(tmp_path: Path) -> None:
         (["--steps", "1000000000000"], "--steps must be an integer in"),
         (["--warmup", "100000000000"], "--warmup must be an integer in"),
         (["--thin", "100000000000"], "--thin must be an integer in"),
-        (["--num-samples", "1000000", "--chains", "1024"], "would need"),
+        (["--num-samples", "1000000", "--chains", "1024", "--thin", "1"], "would need"),
         (["--student", "mlp:100000000"], "weights; at most"),
         (["--device", "cpu:5"], "--device 'cpu:5' does not exist"),
         (["--threads", "0"], "--threads must be an integer in [1, 1024]"),
