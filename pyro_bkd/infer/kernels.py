@@ -147,7 +147,7 @@ class BKDKernel(MCMCKernel):
             state = self._iterate(state)
         if self._draw >= self._warmup_steps:
             self._lp.append(-state.potential[0])
-            self._grad_norm.append(state.grad[0].norm())
+            self._grad_norm.append(self._last_grad_norm)
             self._step_sizes.append(self._last_step_size)
             self._accept.append(self._last_accept)
         self._draw += 1
@@ -180,6 +180,7 @@ class BKDKernel(MCMCKernel):
         self._draw = 0
         self._last_step_size = float("nan")
         self._last_accept = torch.ones(())
+        self._last_grad_norm = torch.zeros(())
         self._lp: list[torch.Tensor] = []
         self._grad_norm: list[torch.Tensor] = []
         self._step_sizes: list[float | torch.Tensor] = []
@@ -219,7 +220,8 @@ class BKDKernel(MCMCKernel):
         # a float or a one-chain tensor, read on the host only in logging()/diagnostics()
         self._last_step_size = step_size
         self._last_accept = info.accept_prob[0]
-        if self._monitor.record(-state.potential[0], state.grad[0].norm()):
+        self._last_grad_norm = state.grad[0].norm()  # once per iteration, kept if drawn
+        if self._monitor.record(-state.potential[0], self._last_grad_norm):
             self._monitor.check()
         self._iteration += 1
         return state
