@@ -149,14 +149,29 @@ def build_parser() -> argparse.ArgumentParser:
             "teacher_logits_train [N, K], x_test [M, ...] and optionally y_test [M], "
             "teacher_logits_test [M, K], p_test [M, K] (true probabilities, for coverage). "
             "The student is warm-started by KD (--warm-epochs), then sampled or fitted by "
-            "--method. Writes posterior.nc and metrics.json to --out."
+            "--method. Writes posterior.nc and metrics.json to --out (with --report also "
+            "report.html, report.md and plots/)."
         ),
     )
     fit.add_argument("--data", required=True, metavar="FILE.npz", help="input arrays")
     fit.add_argument("--out", required=True, help="output directory (created if needed)")
     fit.add_argument("--student", default="linear", help=STUDENT_HELP + " (linear)")
     fit.add_argument("--temperature", type=number, default=4.0, help="tau > 0 of the TIP (4)")
-    fit.add_argument("--strength", type=number, default=1.0, help="teacher strength lam >= 0 (1)")
+    teacher_weight = fit.add_mutually_exclusive_group()
+    teacher_weight.add_argument(
+        "--alpha",
+        type=number,
+        help=(
+            "KD's weight alpha in [0, 1) of the teacher term, mapped to the teacher strength "
+            "lam = alpha tau^2 / (1 - alpha) (docs/spec.md section 3); default 0.9, as in demo "
+            "and the README (lam = 144 at tau 4)"
+        ),
+    )
+    teacher_weight.add_argument(
+        "--strength",
+        type=number,
+        help="teacher strength lam >= 0 of the Dirichlet prior, instead of --alpha",
+    )
     fit.add_argument(
         "--prior-scale",
         type=prior_scale,
@@ -224,7 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="store the weight draws in posterior.nc (large for big students)",
     )
-    fit.add_argument("--report", action="store_true", help="also write report.html and report.md")
+    fit.add_argument(
+        "--report",
+        action="store_true",
+        help="also write report.html, report.md and the figures they show (plots/*.png)",
+    )
     _add_common(fit, default_threads="1")
     fit.set_defaults(handler=_fit)
 
@@ -460,6 +479,7 @@ def _fit(args: argparse.Namespace) -> int:
         student=args.student,
         temperature=args.temperature,
         strength=args.strength,
+        alpha=args.alpha,
         prior_scale=args.prior_scale,
         method=args.method,
         num_samples=args.num_samples,
@@ -496,7 +516,10 @@ def _fit(args: argparse.Namespace) -> int:
     print(format_table(rows, columns, row_title="method"))
     if "convergence" in values:
         print(f"verdict: {values['convergence']['message']}")
-    print(f"wrote {args.out}/ (posterior.nc, metrics.json)")
+    written = "posterior.nc, metrics.json" + (
+        ", report.html, report.md, plots/" if args.report else ""
+    )
+    print(f"wrote {args.out}/ ({written})")
     return 0
 
 

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from pyro_bkd import cli, export
+from pyro_bkd._checks import InputError
 from pyro_bkd.data import oracle_teacher_logits, synthetic
 from pyro_bkd.pipeline import FitOptions, load_teacher, run_fit
 
@@ -167,20 +168,78 @@ def test_fit_flat_prior_mlp_student_and_report(npz: Path, tmp_path: Path) -> Non
     values = json.loads((out / "metrics.json").read_text())
     assert values["settings"]["prior_scale"] is None
     assert values["settings"]["student"] == "mlp:8"
-    assert (out / "report.html").is_file()
+    expected = ["intervals_highest_deviance", "rank_sghmc", "ranking_sghmc", "reliability_sghmc",
+                "trace_sghmc"]  # fmt: skip
+    assert _report_figures(out) == expected
     idata = export.load(out / "posterior.nc")
     assert idata.posterior["fc1.weight"].shape == (4, 5, 8, 3)
+
+
+def _report_figures(out: Path) -> list[str]:
+    """The figures of a run's report, after checking that each is a PNG under ``plots/``,
+    listed in ``metrics.json``, linked from ``report.md`` and embedded in ``report.html``."""
+    files = sorted(path.name for path in (out / "plots").iterdir())
+    listed = json.loads((out / "metrics.json").read_text())["plots"]
+    assert sorted(listed) == [f"plots/{name}" for name in files]
+    markdown, page = (out / "report.md").read_text(), (out / "report.html").read_text()
+    assert page.count('<img src="data:image/png;base64,') == len(files)
+    for name in files:
+        assert (out / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        stem = name.removesuffix(".png")
+        assert f"](plots/{name})" in markdown, name
+        assert f"<figcaption>{stem.replace('_', ' ')}</figcaption>" in page, name
+    return [name.removesuffix(".png") for name in files]
 
 
 def test_fit_without_labels_or_truth(arrays: dict, tmp_path: Path) -> None:
     path = _write_npz(tmp_path, arrays, y_test=None, p_test=None, teacher_logits_test=None)
     out = tmp_path / "out"
     assert _run(["fit", "--data", str(path), "--out", str(out), "--method", "map",
-                 "--steps", "5", *FAST]) == 0  # fmt: skip
+                 "--steps", "5", "--report", *FAST]) == 0  # fmt: skip
     values = json.loads((out / "metrics.json").read_text())
+    # no labels: no reliability or ranking; one draw: no trace or rank plot
+    assert _report_figures(out) == ["intervals_highest_deviance"]
     assert values["accuracy"] is None and values["coverage"] is None
     assert "teacher" not in values
     assert isinstance(values["mean_deviance"], float)
+
+
+def test_fit_alpha_sets_the_strength_by_the_kd_mapping(npz: Path, tmp_path: Path) -> None:
+    """``--alpha A`` runs the model with ``lam = A tau^2 / (1 - A)`` (SPEC §3)."""
+    out = tmp_path / "alpha"
+    argv = ["fit", "--data", str(npz), "--out", str(out), "--method", "map", "--steps", "5",
+            "--alpha", "0.5", "--temperature", "2", *FAST]  # fmt: skip
+    assert _run(argv) == 0
+    settings = json.loads((out / "metrics.json").read_text())["settings"]
+    assert settings["strength"] == pytest.approx(4.0)  # 0.5 * 2^2 / 0.5
+    assert settings["kd_alpha"] == pytest.approx(0.5)
+    attrs = export.load(out / "posterior.nc").attrs
+    assert attrs["strength"] == pytest.approx(4.0) and attrs["kd_alpha"] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(
+    ("given", "strength"),
+    [
+        ({}, 144.0),  # the default: alpha 0.9 at tau 4, the demo's posterior
+        ({"temperature": 2.0}, 36.0),  # the default alpha follows tau
+        ({"alpha": 0.0}, 0.0),
+        ({"alpha": 0.75, "temperature": 1.0}, 3.0),
+        ({"strength": 1.0}, 1.0),
+    ],
+)
+def test_fit_options_resolve_one_teacher_strength(
+    given: dict, strength: float, npz: Path, tmp_path: Path
+) -> None:
+    options = FitOptions(data=str(npz), out=str(tmp_path / "o"), **given).resolved()
+    assert options.strength == pytest.approx(strength)
+    assert options.alpha is None  # resolved: the strength alone says it
+    assert options.resolved().strength == options.strength
+
+
+def test_fit_options_refuse_alpha_with_strength(npz: Path, tmp_path: Path) -> None:
+    options = FitOptions(data=str(npz), out=str(tmp_path / "o"), alpha=0.5, strength=2.0)
+    with pytest.raises(InputError, match="--alpha and --strength both set"):
+        options.resolved()
 
 
 def test_failed_fit_leaves_no_partial_file(
@@ -250,6 +309,11 @@ def test_teacher_mcmi(tmp_path: Path) -> None:
         (["--temperature", "1e300"], "--temperature must be in [0.01, 100]"),
         (["--strength", "-0.5"], "--strength must be in [0, 1e+06]"),
         (["--strength", "1e300"], "--strength must be in [0, 1e+06]"),
+        (["--alpha", "1"], "--alpha must be in [0, 1) (KD's weight"),
+        (["--alpha", "-0.1"], "--alpha must be in [0, 1)"),
+        (["--alpha", "nan"], "--alpha must be finite"),
+        (["--alpha", "0.5", "--strength", "2"], "argument --strength: not allowed with"),
+        (["--alpha", "0.99999999", "--temperature", "100"], "above the largest teacher strength"),
         (["--prior-scale", "0"], "--prior-scale must be in [0.0001, 10000]"),
         (["--prior-scale", "1e-300"], "--prior-scale must be in [0.0001, 10000]"),
         (["--prior-scale", "abc"], "--prior-scale: must be a number"),

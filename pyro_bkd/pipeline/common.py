@@ -7,7 +7,8 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,11 @@ Log = Callable[[str], None]
 FULLY_CONNECTED: tuple[str, ...] = ("linear", "mlp")
 #: Students whose size follows a colon: ``mlp:H1,H2,...`` (hidden widths), ``small_cnn:W``.
 WIDTH_OPTION: dict[str, str] = {"mlp": "hidden", "small_cnn": "width"}
+
+
+#: KD weight ``alpha`` of the jobs when no teacher strength is given (Hinton's usual 0.9, the
+#: demo's and the README's): ``lam = alpha tau^2 / (1 - alpha)`` (SPEC §3), 144 at ``tau = 4``.
+DEFAULT_KD_ALPHA = 0.9
 
 
 def quiet(_: str) -> None:
@@ -254,6 +260,64 @@ def seconds(start: float) -> float:
 def save_figure(figure: Any, path: Path) -> None:
     with _atomic.atomic_path(path) as temporary:
         figure.savefig(temporary, format="png", dpi=100)
+
+
+#: The folder of a run's figures, relative to the run directory (the report shows its PNGs).
+PLOT_DIR = "plots"
+
+
+def write_figures(run_dir: Path, figures: Mapping[str, Callable[[], Any]]) -> list[str]:
+    """Render each ``figures[name]()`` to ``run_dir/plots/<name>.png`` (atomically, in order);
+    returns the paths relative to ``run_dir``, as :func:`pyro_bkd.report.write_report` links
+    them. ArviZ's matplotlib deprecation warnings are silenced while drawing."""
+    plot_dir = run_dir / PLOT_DIR
+    plot_dir.mkdir(exist_ok=True)
+    written = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ArviZ's matplotlib deprecation warnings
+        for name, make in figures.items():
+            save_figure(make(), plot_dir / f"{name}.png")
+            written.append(f"{PLOT_DIR}/{name}.png")
+    return written
+
+
+def posterior_figures(
+    probs: torch.Tensor,
+    label: str,
+    *,
+    y: torch.Tensor | None = None,
+    p_true: torch.Tensor | None = None,
+    class_names: Sequence[str] | None = None,
+) -> dict[str, Callable[[], Any]]:
+    """The figures of one method's class-probability draws ``probs [chain, draw, N, K]``, to
+    pass to :func:`write_figures` (``label`` ends their names):
+
+    - ``reliability_<label>`` (with labels ``y``): accuracy against confidence of the
+      posterior mean ``qbar(x_n) = mean_s q^(s)(x_n)`` (:func:`pyro_bkd.plots.reliability_diagram`);
+    - ``intervals_highest_deviance``: 95% HDIs of every ``q_k(x_n)`` for the 6 inputs of
+      largest mean deviance ``MD_n = (1/S) sum_s -2 sum_k q_k^(s) log q_k^(s)``, with the true
+      label and ``p*`` when given (:func:`pyro_bkd.plots.interval_forest`);
+    - ``trace_<label>``, ``rank_<label>`` (2 draws per chain or more): ArviZ trace and rank
+      plots of ``q_k(x_n)`` at the predicted class of the 3 inputs of largest ``MD``.
+    """
+    from pyro_bkd import plots, uq
+
+    deviance = uq.mean_deviance(probs)
+    worst = [int(n) for n in np.argsort(-deviance, kind="stable")[:6]]
+    predicted = uq.posterior_mean(probs).argmax(axis=1)
+    pairs = [(n, int(predicted[n])) for n in worst[:3]]
+    figures: dict[str, Callable[[], Any]] = {}
+    if y is not None:
+        figures[f"reliability_{label}"] = lambda: plots.reliability_diagram(
+            probs, y, title=f"{label.upper()} reliability"
+        )
+    figures["intervals_highest_deviance"] = lambda: plots.interval_forest(
+        probs, worst, y=y, p_true=p_true, class_names=class_names
+    )
+    if probs.shape[1] >= 2:
+        figures[f"trace_{label}"] = lambda: plots.trace_plot(probs, pairs)
+        figures[f"rank_{label}"] = lambda: plots.rank_plot(probs, pairs)
+    return figures
 
 
 def write_json(path: Path, values: Mapping[str, Any]) -> None:

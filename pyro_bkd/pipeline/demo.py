@@ -29,6 +29,7 @@ from pyro_bkd.infer.verdict import ConvergenceWarning
 from pyro_bkd.kd import strength_from_alpha
 from pyro_bkd.model import BKDModel
 from pyro_bkd.pipeline.common import (
+    DEFAULT_KD_ALPHA,
     Log,
     check_count,
     check_out_dir,
@@ -37,12 +38,13 @@ from pyro_bkd.pipeline.common import (
     output_folder,
     point_metrics,
     point_probs,
+    posterior_figures,
     quiet,
     resolve_device,
-    save_figure,
     save_posterior,
     seconds,
     summary_of_point,
+    write_figures,
     write_json,
 )
 from pyro_bkd.predictive import predict_probs
@@ -82,7 +84,7 @@ QUICK_BUDGET = DemoBudget(
 DEMO_TEACHER_HIDDEN = (256, 256)
 DEMO_STUDENT_HIDDEN = (32,)
 DEMO_TEMPERATURE = 4.0
-DEMO_ALPHA = 0.9
+DEMO_ALPHA = DEFAULT_KD_ALPHA
 DEMO_PRIOR_SCALE = 1.0
 #: Rows and order of the demo's metric table.
 DEMO_METHODS: tuple[str, ...] = ("teacher", "student_alone", "kd", "map", "bkd")
@@ -123,8 +125,6 @@ def _demo_into(
 ) -> dict[str, Any]:
     """The work of :func:`run_demo` once its options are checked; writes into ``out_dir``."""
     budget = QUICK_BUDGET if quick else FULL_BUDGET
-    plot_dir = out_dir / "plots"
-    plot_dir.mkdir(exist_ok=True)
     start = time.perf_counter()
     methods: dict[str, dict[str, Any]] = {}
 
@@ -283,7 +283,7 @@ def _demo_into(
 
     log("[5/5] robustness to input noise, plots, posterior.nc, metrics.json, report")
     noise = _noise_test(bkd_model.student, result.weights, kd_student, x_test, seed)
-    plot_files = _demo_plots(plot_dir, bkd_probs, kd_probs, y_test, noise, dataset.class_names)
+    plot_files = _demo_plots(out_dir, bkd_probs, kd_probs, y_test, noise, dataset.class_names)
     idata = export.to_inference_data(
         bkd_probs,
         y_test=y_test,
@@ -368,40 +368,25 @@ def _noise_test(
 
 
 def _demo_plots(
-    plot_dir: Path,
+    out_dir: Path,
     bkd_probs: torch.Tensor,
     kd_probs: torch.Tensor,
     y_test: torch.Tensor,
     noise: Mapping[str, Any],
     class_names: tuple[str, ...],
 ) -> list[str]:
-    """Write the demo's figures; returns their paths relative to the run directory."""
-    deviance = uq.mean_deviance(bkd_probs)
-    worst = [int(n) for n in np.argsort(-deviance, kind="stable")[:6]]
-    predicted = uq.posterior_mean(bkd_probs).argmax(axis=1)
-    pairs = [(n, int(predicted[n])) for n in worst[:3]]
+    """Write the demo's figures (:func:`~pyro_bkd.pipeline.common.posterior_figures` of the
+    BKD draws, KD against BKD ranking, deviance under noise); returns their paths relative to
+    the run directory."""
     figures = {
-        "reliability_bkd": lambda: plots.reliability_diagram(
-            bkd_probs, y_test, title="BKD reliability"
-        ),
+        **posterior_figures(bkd_probs, "bkd", y=y_test, class_names=class_names),
         "ranking_kd_vs_bkd": lambda: plots.ranking_curves(
             {"KD (2 x entropy)": kd_probs, "BKD (mean deviance)": bkd_probs}, y_test
-        ),
-        "intervals_highest_deviance": lambda: plots.interval_forest(
-            bkd_probs, worst, y=y_test, class_names=class_names
         ),
         "deviance_vs_noise": lambda: plots.deviance_vs_noise(
             NOISE_LEVELS,
             {"BKD mean deviance": noise["bkd"], "KD 2 x entropy": noise["kd"]},
             xlabel="input noise level (sd of Gaussian noise added to pixels in [0, 1])",
         ),
-        "trace_bkd": lambda: plots.trace_plot(bkd_probs, pairs),
-        "rank_bkd": lambda: plots.rank_plot(bkd_probs, pairs),
     }
-    written = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # ArviZ's matplotlib deprecation warnings
-        for name, make in figures.items():
-            save_figure(make(), plot_dir / f"{name}.png")
-            written.append(f"plots/{name}.png")
-    return written
+    return write_figures(out_dir, figures)

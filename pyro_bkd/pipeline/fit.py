@@ -7,6 +7,7 @@ method of :data:`METHODS` and writes ``posterior.nc`` and ``metrics.json``.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable
@@ -17,15 +18,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from pyro_bkd import __version__, _checks, export, metrics
+from pyro_bkd import __version__, _checks, export, metrics, plots
 from pyro_bkd._checks import InputError
 from pyro_bkd.data import DistillationData
 from pyro_bkd.data.loaders import read_npz
 from pyro_bkd.distill import train_student_kd
 from pyro_bkd.infer.driver import DEFAULT_BUDGETS, DEFAULT_METHOD
 from pyro_bkd.infer.driver import METHODS as SAMPLERS
-from pyro_bkd.kd import alpha_from_strength
+from pyro_bkd.kd import alpha_from_strength, strength_from_alpha
 from pyro_bkd.pipeline.common import (
+    DEFAULT_KD_ALPHA,
+    LIMITS,
     MAX_CHAIN_ITERATIONS,
     Log,
     build_student,
@@ -37,10 +40,13 @@ from pyro_bkd.pipeline.common import (
     num_weights,
     output_folder,
     point_metrics,
+    point_probs,
+    posterior_figures,
     quiet,
     resolve_device,
     save_posterior,
     seconds,
+    write_figures,
     write_json,
 )
 from pyro_bkd.pipeline.methods import (
@@ -201,13 +207,19 @@ class FitOptions:
     ``map``: 1 draw; ``mc-dropout``: 200 dropout masks (rate ``dropout``); ``ensemble``: 5
     members (``num_samples`` is the ensemble size). ``mc-dropout`` and ``ensemble`` train
     their own KD students for ``warm_epochs`` epochs each.
+
+    The teacher's weight is set by ``strength`` (``lam >= 0`` of the teacher-informed prior) or
+    by ``alpha`` (KD's weight in ``[0, 1)``, mapped to ``lam = alpha tau^2 / (1 - alpha)``,
+    SPEC §3), not both; with neither, ``alpha = DEFAULT_KD_ALPHA = 0.9`` (``lam = 144`` at
+    ``tau = 4``, as in ``demo``). :meth:`resolved` turns ``alpha`` into ``strength``.
     """
 
     data: str
     out: str
     student: str = "linear"
     temperature: float = 4.0
-    strength: float = 1.0
+    strength: float | None = None
+    alpha: float | None = None
     prior_scale: float | None = 1.0
     method: str = DEFAULT_METHOD
     num_samples: int | None = None
@@ -248,7 +260,48 @@ class FitOptions:
             num_samples, chains = 1, 1
         if self.method in SVI_GUIDES or self.method in SELF_TRAINED:
             chains = 1
-        return replace(self, num_samples=num_samples, warmup=warmup, chains=chains, thin=thin)
+        return replace(
+            self,
+            strength=fit_strength(self),
+            alpha=None,
+            num_samples=num_samples,
+            warmup=warmup,
+            chains=chains,
+            thin=thin,
+        )
+
+
+def fit_strength(options: FitOptions) -> float:
+    """The teacher strength ``lam`` of a fit: ``options.strength`` when given, else
+    ``lam = alpha c / (1 - alpha)`` with ``c = tau^2`` (:func:`~pyro_bkd.kd.strength_from_alpha`)
+    from ``options.alpha`` or, when neither is given, from :data:`DEFAULT_KD_ALPHA`.
+
+    Raises :class:`~pyro_bkd.InputError` naming ``--alpha``/``--strength`` when both are given,
+    ``alpha`` is outside ``[0, 1)``, or its ``lam`` exceeds the largest ``--strength``.
+    """
+    if options.strength is not None and options.alpha is not None:
+        raise InputError(
+            "--alpha and --strength both set the teacher's weight "
+            "(lam = alpha tau^2 / (1 - alpha)): give one of them, got both"
+        )
+    if options.strength is not None:
+        return check_number("--strength", options.strength)
+    alpha = DEFAULT_KD_ALPHA if options.alpha is None else options.alpha
+    value = _checks.float_in("--alpha", alpha, -math.inf)  # a finite number
+    if not 0 <= value < 1:
+        raise InputError(
+            f"--alpha must be in [0, 1) (KD's weight; alpha = 1 drops the labels), got {alpha!r}"
+        )
+    temperature = check_number("--temperature", options.temperature)
+    strength = strength_from_alpha(value, temperature)
+    high = LIMITS["--strength"][1]
+    if strength > high:
+        raise InputError(
+            f"--alpha {alpha!r} at --temperature {temperature:g} gives lam = alpha tau^2 / "
+            f"(1 - alpha) = {strength:.4g}, above the largest teacher strength {high:g}: "
+            "lower --alpha"
+        )
+    return strength
 
 
 def check_fit_options(options: FitOptions) -> None:
@@ -257,7 +310,7 @@ def check_fit_options(options: FitOptions) -> None:
     check_method(options.method)
     check_out_dir(options.out)
     check_number("--temperature", options.temperature)
-    check_number("--strength", options.strength)
+    fit_strength(options)
     if options.prior_scale is not None:
         check_number("--prior-scale", options.prior_scale)
     if options.step_size is not None:
@@ -320,10 +373,11 @@ def run_fit(options: FitOptions, log: Log = quiet) -> dict[str, Any]:
     ``warm_epochs`` epochs (Adam, ``lr``; KD weight ``alpha = lam / (lam + tau^2)`` and the
     weight decay of the weight prior, so this is a MAP search, SPEC §3); that student is the
     warm start of every method (``warm_epochs = 0``: the random initialisation). Then:
-    ``sgld``/``psgld`` run :func:`pyro_bkd.sample`; ``map``/``svi-*`` run
+    ``hmc``/``sghmc``/``sgld``/``psgld`` run :func:`pyro_bkd.sample`; ``map``/``svi-*`` run
     :func:`pyro_bkd.infer.svi.fit_svi` for ``steps`` steps and draw from the guide; ``nuts``
     runs ``pyro.infer.MCMC(NUTS(model))`` chain after chain on the full data. Writes
-    ``out/posterior.nc`` and ``out/metrics.json`` (and the report with ``report=True``), all
+    ``out/posterior.nc`` and ``out/metrics.json`` (with ``report=True`` also ``plots/*.png``,
+    listed in ``metrics.json``, and ``report.html``/``report.md`` showing them), all
     staged and moved into place with ``out/manifest.json`` once complete. Every option and
     input is checked first (:func:`check_fit_options`, :func:`load_fit_data`,
     :func:`check_fit_budget`); the minibatch size is ``min(batch_size, N)``.
@@ -425,6 +479,7 @@ def _fit_into(
         "method": opts.method,
         "tau": opts.temperature,
         "strength": opts.strength,
+        "kd_alpha": alpha,
         "prior_scale": opts.prior_scale,
         "warm_epochs": opts.warm_epochs,
         "seed": opts.seed,
@@ -478,6 +533,8 @@ def _fit_into(
         "device": str(dev),
         "version": __version__,
     }
+    if opts.report:
+        values["plots"] = write_figures(out_dir, _fit_figures(opts.method, probs, data))
     values["wall_seconds"] = seconds(start)
     values = clean(values)
     save_posterior(idata, out_dir / "posterior.nc")
@@ -485,3 +542,17 @@ def _fit_into(
     if opts.report:
         write_report(out_dir, name=Path(opts.out).absolute().name)
     return values
+
+
+def _fit_figures(method: str, probs: torch.Tensor, data: FitData) -> dict[str, Any]:
+    """The figures of ``fit --report``: :func:`~pyro_bkd.pipeline.common.posterior_figures` of
+    the method's draws and, with test labels, the accuracy of the most certain inputs ranked
+    by mean deviance (the teacher's ``2 x entropy`` beside it when its test logits are given)."""
+    figures = posterior_figures(probs, method, y=data.y_test, p_true=data.p_test)
+    y_test = data.y_test
+    if y_test is not None:
+        curves = {f"{method} (mean deviance)": probs}
+        if data.teacher_logits_test is not None:
+            curves["teacher (2 x entropy)"] = point_probs(data.teacher_logits_test)
+        figures[f"ranking_{method}"] = lambda: plots.ranking_curves(curves, y_test)
+    return figures
