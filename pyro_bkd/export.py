@@ -288,9 +288,12 @@ def from_mcmc(
     (unless ``keep_weights=False``). With ``fitted`` (default: when ``chain * draw * N_train
     <= DEFAULT_FITTED_ENTRIES``, the weights are kept and there are 2 draws or more) the
     training-set groups of :func:`fitted_labels` are added, from the ``x``, ``y`` the run was
-    given. ``az.from_pyro(mcmc)`` cannot do this with ArviZ 0.23: it reads only
-    ``divergences`` from the diagnostics, and lists every observed site, the teacher prior's
-    ``pyro.factor`` included, as data.
+    given. ``az.from_pyro(mcmc)`` cannot do this with ArviZ 0.23: its ``sample_stats`` reads
+    only ``divergences`` from ``mcmc.diagnostics()`` (it has no hook for a kernel's own
+    statistics), so it holds ``diverging`` alone; it has no ``predictions``; and its
+    ``observed_data``/``log_likelihood`` list every observed site, ``y`` and ``teacher_prior``
+    (the teacher's probabilities ``p [N, K]``; the TIP term per example), so ``az.loo`` there
+    needs ``var_name="y"``.
 
     Raises:
         TypeError: ``mcmc`` was not run with a ``BKDKernel`` on a ``BKDModel``.

@@ -9,8 +9,10 @@ Sites, for a student ``f(x; theta)`` with weight tensors ``theta = {name: tensor
   rescale both data terms by ``N/m``;
 - ``y``: the likelihood ``y_i ~ Categorical(q_i)``, ``q_i = softmax(z_i)``;
 - ``teacher_prior``: the teacher-informed Dirichlet prior (TIP)
-  ``q_i^tau ~ Dirichlet(1 + lam p_i)``, ``p_i = softmax(t_i / tau)``, as a factor
-  ``lam sum_k p_ik log q_ik^tau - log B(1 + lam p_i)``.
+  ``q_i^tau ~ Dirichlet(1 + lam p_i)``, ``p_i = softmax(t_i / tau)``, whose log density
+  ``lam sum_k p_ik log q_ik^tau - log B(1 + lam p_i)`` enters as an observed site of
+  :class:`TeacherPrior` with the teacher's probabilities ``p_i`` as its value (so tools that
+  list observed sites, such as ``az.from_pyro``, find ``p [N, K]`` there, not an empty array).
 
 The log joint is therefore ``sum_i log q_{i,y_i}
 + sum_i [lam sum_k p_ik log q_ik^tau - log B(1 + lam p_i)] + log N(theta; 0, sigma^2 I)``,
@@ -19,10 +21,13 @@ whose negative is the KD objective of SPEC §3 up to constants.
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
+from pyro.distributions import constraints
 from pyro.nn import PyroModule
 from torch import nn
 from torch.func import functional_call, vmap
@@ -68,6 +73,44 @@ def teacher_prior_log_density(
     """TIP log density per example: ``lam sum_k p_ik log q_ik^tau - log B(1 + lam p_i)``."""
     log_q_tau = log_softmax_classes(logits / temperature)
     return strength * (teacher_log_p.exp() * log_q_tau).sum(-1) - log_normaliser
+
+
+class TeacherPrior(dist.TorchDistribution):
+    """The TIP term of one example per batch entry, as an observed site whose value is the
+    teacher's tempered probabilities ``p = softmax(t / tau)`` ``[..., K]``:
+    ``log_prob(p) = lam sum_k p_k log softmax(z / tau)_k - log B(1 + lam p)``, the log density
+    of ``Dirichlet(1 + lam p)`` at ``q^tau = softmax(z / tau)``.
+
+    A factor of the log joint in the student's logits ``z``, not a normalised law of ``p``:
+    it has no ``sample``. Batch shape: that of ``logits`` without its class dimension.
+    """
+
+    arg_constraints: ClassVar[dict] = {}
+    support = constraints.simplex
+
+    def __init__(self, logits: torch.Tensor, temperature: float, strength: float) -> None:
+        self.logits, self.temperature, self.strength = logits, temperature, strength
+        super().__init__(logits.shape[:-1], logits.shape[-1:], validate_args=False)
+
+    def expand(self, batch_shape: torch.Size, _instance: Any = None) -> TeacherPrior:
+        shape = torch.Size(batch_shape) + self.event_shape
+        return TeacherPrior(self.logits.expand(shape), self.temperature, self.strength)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        log_p = value.clamp_min(torch.finfo(value.dtype).tiny).log()
+        return teacher_prior_log_density(
+            self.logits,
+            log_p,
+            log_dirichlet_normaliser(log_p, self.strength),
+            self.temperature,
+            self.strength,
+        )
+
+    def sample(self, sample_shape: tuple[int, ...] = ()) -> torch.Tensor:
+        raise NotImplementedError(
+            "teacher_prior is a factor of the log joint (its value is the teacher's "
+            "probabilities, always observed); it cannot be sampled"
+        )
 
 
 class BKDModel(PyroModule):
@@ -216,14 +259,9 @@ class BKDModel(PyroModule):
                 log_p = teacher_log_probs(
                     teacher_logits if full else teacher_logits[idx], self.temperature
                 )
-                pyro.factor(
+                pyro.sample(
                     TEACHER_PRIOR_SITE,
-                    teacher_prior_log_density(
-                        logits,
-                        log_p,
-                        log_dirichlet_normaliser(log_p, self.strength),
-                        self.temperature,
-                        self.strength,
-                    ),
+                    TeacherPrior(logits, self.temperature, self.strength),
+                    obs=log_p.exp(),
                 )
         return logits

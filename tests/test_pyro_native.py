@@ -18,7 +18,17 @@ from torch import nn
 matplotlib.use("Agg")
 from matplotlib import pyplot as plt
 
-from pyro_bkd import SGLD, BKDModel, DistillationData, export, predict_probs, sample
+from pyro_bkd import (
+    HMC,
+    PSGLD,
+    SGHMC,
+    SGLD,
+    BKDModel,
+    DistillationData,
+    export,
+    predict_probs,
+    sample,
+)
 from pyro_bkd.infer.kernels import SAMPLE_STATS
 
 # ArviZ 0.23's matplotlib backend calls an API deprecated in matplotlib 3.11; not ours to fix.
@@ -91,7 +101,8 @@ def test_weights_with_mismatched_draw_dims_are_refused(problem) -> None:
 def test_az_from_pyro_on_a_kernel_run(mcmc: MCMC) -> None:
     """ArviZ's own converter: the weights, a vectorised log-likelihood of ``y`` (no "Could
     not get vectorized trace" warning) and ``diverging``; the kernel's statistics are in
-    ``mcmc.diagnostics()`` (ArviZ 0.23 reads only the divergences from there)."""
+    ``mcmc.diagnostics()`` (ArviZ 0.23 reads only the divergences from there), which
+    ``export.from_mcmc`` turns into sample stats."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         idata = az.from_pyro(mcmc)
@@ -101,6 +112,56 @@ def test_az_from_pyro_on_a_kernel_run(mcmc: MCMC) -> None:
     diagnostics = mcmc.diagnostics()
     for name in SAMPLE_STATS:
         assert diagnostics[name]["chain 1"].shape == (DRAWS,)
+
+
+@pytest.mark.parametrize("kernel_class", [SGLD, PSGLD, SGHMC, HMC])
+def test_kernel_statistics_reach_arviz_through_from_mcmc(problem, kernel_class) -> None:
+    """On every kernel: ``export.from_mcmc`` has the kernel's ``lp``, ``step_size`` and
+    ``grad_norm`` per draw as sample stats; ``az.from_pyro`` runs without warnings and lists
+    real data only (``y`` and the teacher's probabilities ``p = softmax(t / tau)`` of the
+    ``teacher_prior`` site, no empty array), but its sample stats are only ``diverging``:
+    ArviZ 0.23's converter reads nothing else from ``mcmc.diagnostics()``."""
+    model, data, x_test = problem
+    pyro.set_rng_seed(0)
+    run = MCMC(kernel_class(model), 4, warmup_steps=3, disable_progbar=True)
+    run.run(data.x, data.y, data.teacher_logits)
+    idata = export.from_mcmc(run, x_test)
+    diagnostics = run.diagnostics()
+    for name in ("lp", "step_size", "grad_norm"):
+        assert idata.sample_stats[name].dims == ("chain", "draw"), name
+        np.testing.assert_array_equal(
+            idata.sample_stats[name].values[0], diagnostics[name]["chain 0"].numpy()
+        )
+    assert np.isfinite(idata.sample_stats["lp"]).all()
+    assert (idata.sample_stats["step_size"] > 0).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        native = az.from_pyro(run)
+    observed = native.observed_data
+    assert set(observed.data_vars) == {"y", "teacher_prior"}
+    assert all(size > 0 for var in observed.data_vars.values() for size in var.shape)
+    np.testing.assert_array_equal(observed["y"], data.y.numpy())
+    teacher = (data.teacher_logits / model.temperature).softmax(-1).numpy()
+    np.testing.assert_allclose(observed["teacher_prior"], teacher, rtol=1e-6)
+    assert native.log_likelihood["y"].shape == (1, 4, NUM_TRAIN)
+    assert list(native.sample_stats.data_vars) == ["diverging"]
+
+
+def test_the_teacher_prior_site_is_the_tip_density(problem) -> None:
+    """The ``teacher_prior`` site's log density is ``lam sum_k p_k log q^tau_k - log B(1 + lam
+    p)``, the Dirichlet(1 + lam p) log density at ``q^tau = softmax(z / tau)``; it cannot be
+    sampled (its value, the teacher's probabilities, is always observed)."""
+    model, data, _ = problem
+    trace = pyro.poutine.trace(model).get_trace(data.x, data.y, data.teacher_logits)
+    site = trace.nodes["teacher_prior"]
+    assert site["is_observed"]
+    logits = trace.nodes["_RETURN"]["value"]
+    p = (data.teacher_logits / model.temperature).softmax(-1)
+    q_tau = (logits / model.temperature).softmax(-1)
+    expected = dist.Dirichlet(1 + model.strength * p).log_prob(q_tau)
+    torch.testing.assert_close(site["fn"].log_prob(site["value"]), expected, rtol=1e-4, atol=1e-4)
+    with pytest.raises(NotImplementedError, match="cannot be sampled"):
+        site["fn"].sample()
 
 
 @pytest.mark.filterwarnings("ignore::pyro_bkd.ConvergenceWarning")  # 4 draws per chain
