@@ -178,12 +178,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.0,
         help="sigma > 0 of the Normal(0, sigma^2) weight prior, or 'none' for flat (1)",
     )
+    from pyro_bkd.pipeline.methods import FULL_BATCH_MAX
+
     fit.add_argument(
         "--method",
         choices=METHODS,
         default=DEFAULT_METHOD,
-        help=f"inference method ({DEFAULT_METHOD}: full-batch, Metropolis-corrected; use sghmc "
-        "with --batch-size when the full-batch gradient is too costly)",
+        help=f"inference method ({DEFAULT_METHOD}; the Markov chains use full-batch gradients "
+        f"up to {FULL_BATCH_MAX} training examples and minibatches of --batch-size above; hmc "
+        "is always "
+        "full-batch and Metropolis-corrected)",
     )
     fit.add_argument(
         "--num-samples",

@@ -201,7 +201,7 @@ def _class_probs(name: str, array: np.ndarray, m: int, k: int) -> torch.Tensor:
 class FitOptions:
     """Options of :func:`run_fit` (the ``fit`` subcommand). ``None`` means the method's default.
 
-    Method defaults: ``hmc`` (the default method), ``sghmc``, ``sgld``, ``psgld``: 200 draws
+    Method defaults: ``sghmc`` (the default method), ``hmc``, ``sgld``, ``psgld``: 200 draws
     and 4 chains with the warm-up and thinning of :data:`pyro_bkd.infer.driver.DEFAULT_BUDGETS`;
     ``nuts``: 200 draws, 200 warm-up steps, thin 1, 2 chains; ``svi-*``: 200 guide draws;
     ``map``: 1 draw; ``mc-dropout``: 200 dropout masks (rate ``dropout``); ``ensemble``: 5
