@@ -34,6 +34,7 @@ import torch
 from pyro_bkd import __version__
 from pyro_bkd._checks import InputError
 from pyro_bkd.infer.driver import DEFAULT_METHOD
+from pyro_bkd.infer.parallel import is_main_process
 
 PROG = "pyro-bkd"
 EXIT_BAD_INPUT = 2
@@ -239,6 +240,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fit.add_argument("--seed", type=integer, default=0, help="random seed (0)")
     fit.add_argument(
+        "--checkpoint",
+        metavar="FILE",
+        help=(
+            "Markov chains: save the state to FILE every 50 draws and resume from it; a "
+            "finished run's FILE with a larger --num-samples is extended"
+        ),
+    )
+    fit.add_argument(
+        "--distributed",
+        choices=("auto", "off", "chains", "data"),
+        default="auto",
+        help=(
+            "under torchrun: split the chains over the processes (chains; auto does so when "
+            "more than one was launched) or the training data (data); see README 'Scaling out'"
+        ),
+    )
+    fit.add_argument(
         "--keep-weights",
         action="store_true",
         help="store the weight draws in posterior.nc (large for big students)",
@@ -428,7 +446,7 @@ def _set_threads(args: argparse.Namespace) -> None:
 
 def _log(args: argparse.Namespace) -> Callable[[str], None]:
     def log(message: str) -> None:
-        if not args.quiet:
+        if not args.quiet and is_main_process():
             print(f"{PROG} {args.command}: {message}", file=sys.stderr, flush=True)
 
     return log
@@ -501,8 +519,12 @@ def _fit(args: argparse.Namespace) -> int:
         keep_weights=args.keep_weights,
         report=args.report,
         progress=not args.quiet,
+        distributed=args.distributed,
+        checkpoint=args.checkpoint,
     )
     values = run_fit(options, log=_log(args))
+    if not is_main_process():
+        return 0
     columns = (
         "accuracy",
         "nll",

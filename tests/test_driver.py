@@ -52,7 +52,11 @@ def test_default_sampler_agrees_with_nuts_on_small_bkd_model(nuts_reference, def
     Posterior sds of the class probabilities are about 0.02-0.08; with several hundred
     effective draws on each side the MC error of a mean is < 0.004 and of an sd about 5%, so
     |mean difference| < 0.01 on average and sds within 20% on average (35% per entry) leave
-    room for MC error only: the default sampler is exact.
+    room for MC error only: the default sampler is exact. The per-entry bound is applied where
+    ``min(p, 1 - p) >= 0.01`` (the verdict's rule for negligible classes): near 0 or 1 a class
+    probability is log-normal-like with a kurtosis of ~100, so the relative MC error of its
+    sd from 600 NUTS draws is ``sqrt((kurtosis - 1) / (4 n)) ~ 0.2-0.3`` (measured: ratios
+    of 0.85-1.24 at ``p ~ 1e-7-1e-3`` with our ESS > 1,200).
     """
     probs = default_result.probs
     nuts_mean, nuts_sd = nuts_reference.mean((0, 1)), nuts_reference.flatten(0, 1).std(0)
@@ -60,7 +64,9 @@ def test_default_sampler_agrees_with_nuts_on_small_bkd_model(nuts_reference, def
     assert (mean - nuts_mean).abs().mean() < 0.01
     ratio = sd / nuts_sd
     assert 0.8 < ratio.mean() < 1.2
-    assert ((ratio - 1).abs() < 0.35).all()
+    clear = torch.minimum(nuts_mean, 1 - nuts_mean) >= 0.01
+    assert clear.sum() >= 20
+    assert ((ratio - 1).abs() < 0.35)[clear].all()
 
 
 def test_default_sampler_converges_and_says_so(default_result):
@@ -187,6 +193,36 @@ def test_driver_is_repeatable_and_resumes_exactly(tmp_path, monkeypatch, method)
     assert torch.equal(resumed.sample_stats["lp"], reference.sample_stats["lp"])
     with pytest.raises(ValueError, match="other settings"):
         _run(method=method, batch_size=batch, checkpoint=checkpoint, seed=6)
+
+
+@pytest.mark.parametrize("method", ["sghmc", "hmc"])
+def test_a_finished_run_extended_from_its_checkpoint_equals_one_long_run(tmp_path, method):
+    """10 draws with a checkpoint, then the same call with 20: the checkpoint holds every
+    chain's state and random streams, so the 10 new draws continue the chains exactly and the
+    result is bit-identical to one uninterrupted 20-draw run; asking for fewer draws than the
+    checkpoint holds is refused."""
+    batch = None if method == "hmc" else 25
+    checkpoint = tmp_path / "run.ckpt"
+    short = _run(method=method, batch_size=batch, num_samples=10, checkpoint=checkpoint)
+    extended = _run(method=method, batch_size=batch, num_samples=20, checkpoint=checkpoint)
+    long = _run(method=method, batch_size=batch, num_samples=20)
+    assert torch.equal(extended.probs[:, :10], short.probs)
+    assert torch.equal(extended.probs, long.probs)
+    for name, values in long.sample_stats.items():
+        assert torch.equal(extended.sample_stats[name], values), name
+    with pytest.raises(ValueError, match="num_samples may only grow"):
+        _run(method=method, batch_size=batch, num_samples=15, checkpoint=checkpoint)
+
+
+def test_a_chain_draws_the_same_whatever_chains_run_beside_it():
+    """Each chain's noise and minibatches come from its own stream seeded by ``(seed,
+    chain)``: with a common start (no dispersion) and a fixed step, chains 0 and 1 of a
+    4-chain run equal the 2-chain run's bit for bit."""
+    options = dict(init_spread=0.0, step_size=1e-3, warmup_steps=0, warm_start=None)
+    two = _run(num_chains=2, **options)
+    four = _run(num_chains=4, **options)
+    assert torch.equal(four.probs[:2], two.probs)
+    assert not torch.equal(four.probs[2], four.probs[0])
 
 
 def test_resuming_with_other_data_is_refused(tmp_path):

@@ -4,7 +4,7 @@ An algorithm is a small frozen object holding its hyper-parameters, with two pur
 (BlackJAX ``sgmcmc/``, posteriors ``sgmcmc/``):
 
 - ``init(theta [C, D], value_and_grad) -> ChainState``;
-- ``step(state, value_and_grad, step_size, metric, generator, temperature)
+- ``step(state, value_and_grad, step_size, metric, rng, temperature)
   -> (ChainState, StepInfo)``.
 
 ``value_and_grad(theta [C, D]) -> (U [C], grad U [C, D])`` is the gradient estimator: the
@@ -26,6 +26,8 @@ from dataclasses import dataclass, fields, replace
 from typing import ClassVar, Literal
 
 import torch
+
+from pyro_bkd.infer.streams import RandomSource
 
 ValueAndGrad = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -104,7 +106,7 @@ class Algorithm:
         value_and_grad: ValueAndGrad,
         step_size: float | torch.Tensor,
         metric: torch.Tensor | None,
-        generator: torch.Generator | None,
+        rng: RandomSource,
         temperature: float = 1.0,
     ) -> tuple[ChainState, StepInfo]:
         raise NotImplementedError
@@ -119,14 +121,3 @@ def per_chain(value: float | torch.Tensor, like: torch.Tensor) -> float | torch.
     if isinstance(value, torch.Tensor):
         return value.to(like.dtype).reshape(-1, 1)
     return value
-
-
-def standard_normal(like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """``xi ~ N(0, I)`` of the shape, dtype and device of ``like``, from ``generator``."""
-    return torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
-
-
-def random_int(low: int, high: int, generator: torch.Generator | None) -> int:
-    """An integer uniform on ``[low, high)`` from ``generator`` (torch's global RNG if None)."""
-    device = "cpu" if generator is None else generator.device
-    return int(torch.randint(low, high, (1,), generator=generator, device=device))

@@ -11,9 +11,13 @@ over the BKD potential's ``batched_value_and_grad``:
   of the acceptance rate (HMC); SGHMC with minibatches measures its gradient noise there;
 - thinning, with the test-input class probabilities computed in chunks of retained draws
   instead of storing weights (``keep_weights=True`` keeps them too);
-- one seeded ``torch.Generator`` for minibatches and noise, and checkpoint/resume: the state
-  is saved atomically every ``checkpoint_every`` draws and a resumed run continues exactly
-  as an uninterrupted one;
+- a random stream per chain seeded from ``(seed, chain)`` for its minibatches and noise, and
+  a shared one for run-level choices (:mod:`~pyro_bkd.infer.streams`), so a chain's draws do
+  not depend on the chains beside it or on the process running it; chains or data split over
+  processes with ``torch.distributed`` (:mod:`~pyro_bkd.infer.parallel`);
+- checkpoint/resume: the state is saved atomically every ``checkpoint_every`` draws; a
+  resumed run continues exactly as an uninterrupted one, and a finished run's checkpoint
+  asked for more ``num_samples`` is extended as if the run had been that long;
 - NaN/inf and runaway detection once per chunk (no host sync per step), with the first bad
   step; ``on_nonfinite="backoff"`` returns to the last good state with half the step, at most
   ``MAX_BACKOFFS`` times;
@@ -45,11 +49,13 @@ from pyro_bkd.infer.hmc import HMCStep
 from pyro_bkd.infer.langevin import PSGLDStep, SGLDStep
 from pyro_bkd.infer.map import find_map
 from pyro_bkd.infer.monitor import FiniteMonitor, NonFiniteError, runaway_floor
+from pyro_bkd.infer.parallel import Partition, ShardedPotential
 from pyro_bkd.infer.potential import BKDPotential, Potential
 from pyro_bkd.infer.result import SamplingResult
 from pyro_bkd.infer.schedules import StepSchedule
 from pyro_bkd.infer.sghmc import SGHMCStep
 from pyro_bkd.infer.starts import dispersed
+from pyro_bkd.infer.streams import Streams
 from pyro_bkd.infer.verdict import ConvergenceWarning, diagnose
 from pyro_bkd.infer.warmup import Warmup, as_float
 from pyro_bkd.model import BKDModel
@@ -67,6 +73,8 @@ METHODS: tuple[str, ...] = tuple(ALGORITHMS)
 DEFAULT_METHOD = "sghmc"
 #: Step-size halvings ``on_nonfinite="backoff"`` tries before it gives up.
 MAX_BACKOFFS = 10
+#: The layout of checkpoints (part of their identity: files of another layout are refused).
+CHECKPOINT_FORMAT = 2
 #: Warm-up iterations between checks for a non-finite potential (each check syncs the device).
 WARMUP_CHECK_EVERY = 50
 
@@ -96,6 +104,7 @@ def sample(
     on_nonfinite: Literal["raise", "backoff"] = "raise",
     device: torch.device | str | None = None,
     progress: bool = True,
+    distributed: bool | Literal["chains", "data"] | None = None,
     **deprecated: Any,
 ) -> SamplingResult:
     """Sample the BKD posterior of ``model`` given ``data`` with ``num_chains`` chains.
@@ -129,9 +138,18 @@ def sample(
             ``friction`` of SGHMC, ``step_factor``).
         seed: fixes every random choice (starts, minibatches, noise, accept/reject).
         checkpoint: a file to save the state to every ``checkpoint_every`` draws; an existing
-            one written with the same settings is resumed.
+            one written with the same settings is resumed, or extended when it finished with
+            fewer ``num_samples`` (the result equals one run of the larger ``num_samples``).
+            Split over processes, each rank keeps ``<checkpoint>.rank<r>-of-<K>``.
         on_nonfinite: ``"raise"`` :class:`~pyro_bkd.infer.monitor.NonFiniteError`, or
             ``"backoff"``: restart from the last good state with half the step.
+        distributed: split the run over the processes of ``torch.distributed`` (launched by
+            ``torchrun``): ``"chains"`` (each rank runs ``num_chains / K`` chains on its own
+            device; the draws equal a one-process run's bit for bit), ``"data"`` (each rank
+            holds ``N / K`` training points, gradients are summed over ranks), ``True``
+            (``"chains"``), ``False``, or ``None``: ``"chains"`` when a process group of
+            more than one process is initialised. Every rank returns the whole result; write
+            outputs on rank 0 only. See :mod:`pyro_bkd.infer.parallel`.
         deprecated: ``warmup=``, ``chains=`` and ``temperature=`` (old names of
             ``warmup_steps``, ``num_chains`` and ``posterior_temperature``).
 
@@ -157,10 +175,11 @@ def sample(
     if x_test is not None:
         _checks.tensor("x_test", x_test)
         _checks.finite("x_test", x_test)
+    partition = Partition.resolve(distributed)
     dev = torch.device(device) if device is not None else _device_of(model)
     model.student.to(dev)
     data = data.to(dev)
-    potential = BKDPotential(model, data.x, data.y, data.teacher_logits)
+    potential = _potential(model, data, partition)
     predict = None
     if x_test is not None:
         x_test = x_test.to(dev)
@@ -168,6 +187,8 @@ def sample(
 
         def predict(thetas: torch.Tensor) -> torch.Tensor:
             return predict_probs(model.student, potential.layout.unflatten(thetas), x_test)
+
+    identity = fingerprint(model, data, x_test)
 
     sigma = model.prior_scale
     return sample_potential(
@@ -198,9 +219,21 @@ def sample(
             "strength": model.strength,
             "prior_scale": sigma,
             "num_train": len(data),
-            "fingerprint": fingerprint(model, data, x_test),
+            "fingerprint": identity,
         },
+        partition=partition,
     )
+
+
+def _potential(model: BKDModel, data: DistillationData, partition: Partition) -> Potential:
+    """The BKD potential of ``data``, or of this process's shard of it when the data are
+    split over processes."""
+    lo, hi = partition.shard(len(data))
+    teacher = data.teacher_logits
+    local = BKDPotential(
+        model, data.x[lo:hi], data.y[lo:hi], None if teacher is None else teacher[lo:hi]
+    )
+    return ShardedPotential(local, lo, len(data)) if partition.mode == "data" else local
 
 
 def _check_test_inputs(model: BKDModel, x_test: torch.Tensor, data: DistillationData) -> None:
@@ -257,6 +290,7 @@ def sample_potential(
     predict: Callable[[torch.Tensor], torch.Tensor] | None = None,
     prior_variance: float = 1.0,
     config: Mapping[str, Any] | None = None,
+    partition: Partition | None = None,
 ) -> SamplingResult:
     """:func:`sample` on any :class:`~pyro_bkd.infer.potential.Potential` (the engine behind
     it, also used by the tests' exact Gaussian targets).
@@ -264,7 +298,8 @@ def sample_potential(
     ``warm_start`` may also be a flat ``theta [D]`` or ``[C, D]``; ``predict(thetas [C, S,
     D]) -> [C, S, ...]`` gives the quantities kept per draw (``probs``, and the verdict's
     subject); ``prior_variance`` is the unit of the metric's floor and of the dispersion's
-    floor; ``config`` is added to the result's config (and to the checkpoint's identity).
+    floor; ``config`` is added to the result's config (and to the checkpoint's identity);
+    ``partition`` splits the run over processes (:class:`~pyro_bkd.infer.parallel.Partition`).
     """
     setup = _Setup.check(
         potential,
@@ -294,6 +329,7 @@ def sample_potential(
         keep_weights,
         checkpoint,
         progress,
+        partition or Partition(),
     )
     return run.execute()
 
@@ -432,24 +468,31 @@ class _Run:
         keep_weights,
         checkpoint,
         progress,
+        partition: Partition,
     ) -> None:
         self.s = setup
         self.potential = potential
         self.predict = predict
         self.prior_variance = _checks.positive_float("prior_variance", prior_variance)
         self.keep_weights = keep_weights
-        self.checkpoint = checkpoint
-        self.progress = progress
+        self.partition = partition
+        self.checkpoint = None if checkpoint is None else partition.checkpoint_path(checkpoint)
+        self.progress = progress and partition.is_main
         self.device = potential.initial_theta().device
-        self.generator = torch.Generator(device=self.device).manual_seed(setup.seed)
+        self.streams = Streams(setup.seed, partition.chain_ids(setup.num_chains), self.device)
         self.batches = EpochBatches(
             potential.num_examples or 1,
             setup.batch_size,
-            setup.num_chains,
-            generator=self.generator,
+            len(self.streams.chains),
+            generators=self.streams.chains,
             device=self.device,
         )
-        self.config = {**setup.config, **config, "keep_weights": keep_weights}
+        self.config = {
+            **setup.config,
+            **config,
+            "keep_weights": keep_weights,
+            "distributed": partition.config,
+        }
         self.warm_start = warm_start
         self.init_spread = _checks.nonnegative_float("init_spread", init_spread)
         self.map_steps = _checks.positive_int("map_steps", map_steps)
@@ -467,7 +510,10 @@ class _Run:
             algorithm, state, step_size, metric = self._warmup(theta0)
             progress = _Progress(iteration=0, draws_done=0, step_scale=1.0, backoffs=[])
             buffers = _new_buffers(
-                self.s.num_chains, self.s.num_samples, self.keep_weights, self.potential.layout.dim
+                len(self.streams.chains),
+                self.s.num_samples,
+                self.keep_weights,
+                self.potential.layout.dim,
             )
             elapsed = 0.0
         else:
@@ -475,12 +521,18 @@ class _Run:
         result = self._sampling(
             algorithm, state, step_size, metric, progress, buffers, start_time - elapsed
         )
-        if result.convergence is not None and not result.convergence.converged:
+        converged = result.convergence is None or result.convergence.converged
+        if not converged and self.partition.is_main:
             warnings.warn(result.convergence.message, ConvergenceWarning, stacklevel=4)
         return result
 
     # -- starting points -----------------------------------------------------------------------
     def _starts(self) -> torch.Tensor:
+        """``theta [c, D]`` of this process's chains: the given per-chain starts, or one start
+        dispersed over all ``C`` chains (from the shared stream, the same in every process)."""
+        return self._all_starts()[list(self.streams.chain_ids)]
+
+    def _all_starts(self) -> torch.Tensor:
         """``theta [C, D]``: per-chain starts, or one start dispersed over the chains."""
         layout, c = self.potential.layout, self.s.num_chains
         warm = self.warm_start
@@ -521,14 +573,14 @@ class _Run:
                 steps=self.map_steps,
                 lr=self.map_lr,
                 batch_size=self.s.batch_size,
-                generator=self.generator,
+                generator=self.streams.shared,
             )
         else:
             raise InputError(
                 f"warm_start must be 'map', weights, a SamplingResult or None, got {warm!r}"
             )
         return dispersed(
-            self.potential, center, c, self.init_spread, self.generator, self.prior_variance
+            self.potential, center, c, self.init_spread, self.streams.shared, self.prior_variance
         )
 
     # -- warm-up ---------------------------------------------------------------------------------
@@ -540,10 +592,11 @@ class _Run:
             self.potential,
             s.warmup_steps,
             self.value_and_grad,
-            self.generator,
+            self.streams,
             self.prior_variance,
             s.step_size if schedule is None else schedule(0),
             minibatch=s.batch_size is not None,
+            gather=self.partition.gather,
         )
         state = s.algorithm.init(theta0, self.value_and_grad)
         warmup.start(state)
@@ -556,7 +609,7 @@ class _Run:
                 self.value_and_grad,
                 warmup.step_size if schedule is None else schedule(iteration),
                 warmup.metric,
-                self.generator,
+                self.streams,
                 s.temperature,
             )
             state = warmup.observe(iteration, state, info)
@@ -593,7 +646,7 @@ class _Run:
                 step_size = s.step_size(s.warmup_steps + progress.iteration)
             eps = _scaled(step_size, progress.step_scale)
             state, info = algorithm.step(
-                state, self.value_and_grad, eps, metric, self.generator, s.temperature
+                state, self.value_and_grad, eps, metric, self.streams, s.temperature
             )
             grad_norm = state.grad.norm(dim=-1)
             monitor.record(-state.potential, grad_norm)
@@ -653,6 +706,11 @@ class _Run:
                 bar.n = progress.iteration
                 bar.refresh()
         bar.close()
+        buffers = {k: self.partition.gather(v) for k, v in buffers.items()}
+        if metric is not None:
+            metric = self.partition.gather(metric)
+        if isinstance(step_size, torch.Tensor):
+            step_size = self.partition.gather(step_size)
         weights = self.potential.layout.unflatten(buffers["weights"]) if self.keep_weights else None
         stats = {k: buffers[k] for k in ("lp", "grad_norm", "step_size", "accept_prob")}
         probs = buffers.get("probs")
@@ -689,7 +747,7 @@ class _Run:
             float(saved["step_scale"]),
             list(saved["backoffs"]),
         )
-        self.generator.set_state(saved["generator_state"])
+        self.streams.load_state_dict(saved["streams"])
         self.batches.load_state_dict(
             {
                 k: v.to(dev) if isinstance(v, torch.Tensor) else v
@@ -702,7 +760,7 @@ class _Run:
             step_size,
             metric,
             progress,
-            payload["buffers"],
+            _extended(payload["buffers"], self.s.num_samples),
             payload["wall_seconds"],
         )
 
@@ -721,7 +779,7 @@ class _Snapshot:
 
     state: ChainState
     progress: _Progress
-    generator_state: torch.Tensor
+    streams: dict
     batches: dict
 
     @classmethod
@@ -729,7 +787,7 @@ class _Snapshot:
         return cls(
             state,
             dataclasses.replace(progress, backoffs=list(progress.backoffs)),
-            run.generator.get_state(),
+            run.streams.state_dict(),
             dict(run.batches.state_dict()),
         )
 
@@ -737,7 +795,7 @@ class _Snapshot:
         """Back to this snapshot with ``bad_step`` added to the back-offs of ``current`` and
         the step halved once per back-off since the snapshot (so repeated back-offs from one
         snapshot keep halving)."""
-        run.generator.set_state(self.generator_state)
+        run.streams.load_state_dict(self.streams)
         run.batches.load_state_dict(dict(self.batches))
         backoffs = [*current.backoffs, bad_step]
         since = len(backoffs) - len(self.progress.backoffs)
@@ -805,6 +863,16 @@ def _new_buffers(chains: int, num_samples: int, keep_weights: bool, dim: int) ->
     return buffers
 
 
+def _extended(buffers: dict, num_samples: int) -> dict:
+    """``buffers`` (``[c, S, ...]`` each) with room for ``num_samples >= S`` draws."""
+    out = {}
+    for name, value in buffers.items():
+        grown = value.new_zeros(value.shape[0], num_samples, *value.shape[2:])
+        grown[:, : value.shape[1]] = value
+        out[name] = grown
+    return out
+
+
 def _draw_chunk(chains: int, dim: int) -> int:
     """Retained draws buffered on the device before the predictive runs (bounded memory)."""
     return max(1, min(32, (1 << 24) // max(1, chains * dim)))
@@ -849,10 +917,16 @@ def _save_checkpoint(
         "step_size": step_size,
         "metric": metric,
         "gradient_noise": noise,
-        "generator_state": good.generator_state,
+        "streams": good.streams,
         "batches": good.batches,
     }
-    payload = {"config": config, "state": state, "buffers": buffers, "wall_seconds": wall_seconds}
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "config": config,
+        "state": state,
+        "buffers": buffers,
+        "wall_seconds": wall_seconds,
+    }
     payload["sha256"] = _checksum(payload)
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
@@ -903,11 +977,20 @@ def _load_checkpoint(path, config) -> dict | None:
         ) from error
     if not isinstance(payload, dict) or "config" not in payload:
         raise InputError(f"checkpoint {os.fspath(path)!r} is not a pyro-bkd checkpoint")
-    if payload["config"] != config:
-        changed = sorted(k for k in config if payload["config"].get(k) != config[k])
+    if payload.get("format") != CHECKPOINT_FORMAT:
+        raise InputError(
+            f"checkpoint {os.fspath(path)!r} was written by another version of pyro-bkd "
+            f"(layout {payload.get('format', 1)}, this one reads {CHECKPOINT_FORMAT}); remove it "
+            "to start afresh"
+        )
+    saved = payload["config"]
+    changed = sorted(k for k in config if saved.get(k) != config[k])
+    if changed == ["num_samples"] and saved["num_samples"] < config["num_samples"]:
+        changed = []  # more draws of the same run: extended on restore
+    if changed:
         raise InputError(
             f"checkpoint {os.fspath(path)!r} was written with other settings ({changed}); "
-            f"remove it or use the same settings to resume"
+            f"remove it or use the same settings to resume (num_samples may only grow)"
         )
     if payload.get("sha256") != _checksum(payload):
         raise InputError(

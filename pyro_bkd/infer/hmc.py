@@ -3,12 +3,14 @@
 Per chain and iteration: momentum ``p ~ N(0, G^-1)`` (``G`` the diagonal inverse mass, the
 metric), ``L`` leapfrog steps of size ``eps`` on ``H(theta, p) = U(theta) + p' G p / 2``,
 then accept the end point with probability ``min(1, exp(H_0 - H_L))``. ``L`` is drawn
-uniformly from ``[ceil(num_steps / 2), num_steps]`` each iteration (jitter breaks the
-periodic orbits a fixed length can fall into). The step size is tuned in warm-up by dual
-averaging towards ``target_accept`` (:class:`~pyro_bkd.infer.adaptation.DualAveraging`) and
-``G`` is the variance of the warm-up draws (Stan's windowed adaptation), both then frozen, so
-each chain is a reversible, ``pi``-invariant Markov chain: the reference sampler for students
-whose full-batch gradient is affordable.
+uniformly from ``[ceil(num_steps / 2), num_steps]`` each iteration, from the run's shared
+stream, so all chains integrate equally long in every process (jitter breaks the periodic
+orbits a fixed length can fall into); momenta and accept tests come from each chain's
+stream. The step size is tuned in warm-up by dual averaging towards ``target_accept``
+(:class:`~pyro_bkd.infer.adaptation.DualAveraging`) and ``G`` is the variance of the warm-up
+draws (Stan's windowed adaptation), both then frozen, so each chain is a reversible,
+``pi``-invariant Markov chain: the reference sampler for students whose full-batch gradient
+is affordable.
 """
 
 from __future__ import annotations
@@ -26,9 +28,8 @@ from pyro_bkd.infer.base import (
     StepInfo,
     ValueAndGrad,
     per_chain,
-    random_int,
-    standard_normal,
 )
+from pyro_bkd.infer.streams import RandomSource, random_int, standard_normal, uniform
 
 
 def leapfrog(
@@ -83,12 +84,12 @@ class HMCStep(Algorithm):
         value_and_grad: ValueAndGrad,
         step_size: float | torch.Tensor,
         metric: torch.Tensor,
-        generator: torch.Generator | None,
+        rng: RandomSource,
         temperature: float = 1.0,
     ) -> tuple[ChainState, StepInfo]:
         """One HMC iteration. A posterior temperature ``T`` targets ``pi^(1/T)``: the
         energy is ``U / T`` (momenta stay standard)."""
-        length = random_int((self.num_steps + 1) // 2, self.num_steps + 1, generator)
+        length = random_int((self.num_steps + 1) // 2, self.num_steps + 1, rng)
         if temperature != 1.0:
             base = value_and_grad
 
@@ -99,7 +100,7 @@ class HMCStep(Algorithm):
             state = state.with_(
                 potential=state.potential / temperature, grad=state.grad / temperature
             )
-        momentum = standard_normal(state.theta, generator) / metric.sqrt()
+        momentum = standard_normal(state.theta, rng) / metric.sqrt()
         proposal, end_momentum = leapfrog(
             state, momentum, value_and_grad, step_size, metric, length
         )
@@ -108,13 +109,7 @@ class HMCStep(Algorithm):
         )
         log_accept = (-energy_change).nan_to_num(nan=-torch.inf).clamp(max=0.0)
         accept_prob = log_accept.exp()
-        uniform = torch.rand(
-            accept_prob.shape,
-            generator=generator,
-            device=accept_prob.device,
-            dtype=accept_prob.dtype,
-        )
-        accepted = uniform < accept_prob
+        accepted = uniform(accept_prob, rng) < accept_prob
         new = proposal.select(accepted, state)
         if temperature != 1.0:
             new = new.with_(potential=new.potential * temperature, grad=new.grad * temperature)

@@ -24,8 +24,8 @@ from pyro_bkd.infer.base import (
     StepInfo,
     ValueAndGrad,
     per_chain,
-    standard_normal,
 )
+from pyro_bkd.infer.streams import RandomSource, standard_normal
 
 
 def langevin_update(
@@ -66,10 +66,10 @@ class SGLDStep(Algorithm):
         value_and_grad: ValueAndGrad,
         step_size: float | torch.Tensor,
         metric: torch.Tensor | None,
-        generator: torch.Generator | None,
+        rng: RandomSource,
         temperature: float = 1.0,
     ) -> tuple[ChainState, StepInfo]:
-        noise = standard_normal(state.theta, generator)
+        noise = standard_normal(state.theta, rng)
         theta = langevin_update(state.theta, state.grad, noise, step_size, metric, temperature)
         potential, grad = value_and_grad(theta)
         accept = torch.ones_like(potential)

@@ -22,7 +22,8 @@ def find_map(
     ``theta [D]`` is the starting point; returns the last iterate ``[D]``, detached.
     """
     n = potential.num_examples
-    batches = EpochBatches(n, batch_size, 1, generator=generator, device=theta.device)
+    generators = None if generator is None else [generator]
+    batches = EpochBatches(n, batch_size, 1, generators=generators, device=theta.device)
     theta = theta.detach().clone().requires_grad_(True)
     optimiser = torch.optim.Adam([theta], lr=lr)
     for _ in range(steps):

@@ -190,7 +190,9 @@ class BKDPotential(Potential):
             return theta.new_zeros(())
         return self._prior_const - 0.5 * theta.square().sum(-1) / sigma**2
 
-    def _batch(self, idx: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+    def rows(self, idx: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        """The rows ``idx`` (any shape; ``None``: all) of ``x``, ``y`` and, with a teacher,
+        its tempered log-probabilities and Dirichlet normalisers."""
         if idx is None:
             rows = (self.x, self.y)
             if self.use_teacher:
@@ -201,25 +203,27 @@ class BKDPotential(Potential):
             rows += (self.teacher_log_p[idx], self.log_normaliser[idx])
         return rows
 
-    def _log_likelihood(self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, *teacher):
-        """``(N/m) sum_B [log q_y + TIP]``, the data part of the log joint, for ``theta [D]``."""
+    def row_log_likelihood(self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, *teacher):
+        """``log q_{i,y_i} + TIP_i`` per row ``[m]`` for one chain's ``theta [D]``."""
         logits = self._student_logits(self.layout.unflatten(theta), x)
-        data = log_softmax_classes(logits).gather(-1, y.unsqueeze(-1)).sum()
+        terms = log_softmax_classes(logits).gather(-1, y.unsqueeze(-1)).squeeze(-1)
         if teacher:
             log_p, log_norm = teacher
-            data = (
-                data
-                + teacher_prior_log_density(
-                    logits, log_p, log_norm, self.model.temperature, self.model.strength
-                ).sum()
+            terms = terms + teacher_prior_log_density(
+                logits, log_p, log_norm, self.model.temperature, self.model.strength
             )
-        return data * (self.num_examples / y.shape[-1])
+        return terms
+
+    def _log_likelihood(self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, *teacher):
+        """``(N/m) sum_B [log q_y + TIP]``, the data part of the log joint, for ``theta [D]``."""
+        terms = self.row_log_likelihood(theta, x, y, *teacher)
+        return terms.sum() * (self.num_examples / y.shape[-1])
 
     def _log_joint(self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, *teacher):
         """``(N/m) sum_B [log q_y + TIP] + log prior`` for one chain's ``theta [D]``."""
         return self._log_likelihood(theta, x, y, *teacher) + self.log_prior(theta)
 
-    def _add_prior_grad(self, grad: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    def add_prior_grad(self, grad: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         """``grad + theta / sigma^2``: adds ``-d log N(theta; 0, sigma^2 I) / d theta``.
 
         The prior's gradient is written out rather than left to autograd (a square, a sum and
@@ -237,14 +241,14 @@ class BKDPotential(Potential):
 
     def log_joint(self, theta: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
         """The minibatch estimate of ``log p(theta, D)`` (``-U_B``)."""
-        return self._log_joint(theta, *self._batch(idx))
+        return self._log_joint(theta, *self.rows(idx))
 
     def value_and_grad(self, theta, idx):
         theta = theta.detach()
         leaf = theta.detach().requires_grad_(True)
-        data = -self._log_likelihood(leaf, *self._batch(idx))
+        data = -self._log_likelihood(leaf, *self.rows(idx))
         (grad,) = torch.autograd.grad(data, leaf)
-        return data.detach() - self.log_prior(theta), self._add_prior_grad(grad, theta)
+        return data.detach() - self.log_prior(theta), self.add_prior_grad(grad, theta)
 
     def batched_value_and_grad(
         self, theta: torch.Tensor, idx: torch.Tensor | None
@@ -254,14 +258,14 @@ class BKDPotential(Potential):
         if theta.shape[0] == 1:
             value, grad = self.value_and_grad(theta[0], None if idx is None else idx[0])
             return value.unsqueeze(0), grad.unsqueeze(0)
-        rows = self._batch(idx)
+        rows = self.rows(idx)
         in_dims = (0, *(None if idx is None else 0 for _ in rows))
 
         def negative(theta_c, *rows_c):
             return -self._log_likelihood(theta_c, *rows_c)
 
         grad, value = vmap(grad_and_value(negative), in_dims=in_dims)(theta, *rows)
-        return value - self.log_prior(theta), self._add_prior_grad(grad, theta)
+        return value - self.log_prior(theta), self.add_prior_grad(grad, theta)
 
 
 class TracePotential(Potential):

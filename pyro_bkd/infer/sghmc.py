@@ -32,8 +32,8 @@ from pyro_bkd.infer.base import (
     StepInfo,
     ValueAndGrad,
     per_chain,
-    standard_normal,
 )
+from pyro_bkd.infer.streams import RandomSource, standard_normal
 
 
 def sghmc_update(
@@ -99,11 +99,11 @@ class SGHMCStep(Algorithm):
         value_and_grad: ValueAndGrad,
         step_size: float | torch.Tensor,
         metric: torch.Tensor,
-        generator: torch.Generator | None,
+        rng: RandomSource,
         temperature: float = 1.0,
     ) -> tuple[ChainState, StepInfo]:
         velocity = state.momentum if state.momentum is not None else torch.zeros_like(state.theta)
-        noise = standard_normal(state.theta, generator)
+        noise = standard_normal(state.theta, rng)
         theta, velocity = sghmc_update(
             state.theta,
             velocity,

@@ -10,13 +10,17 @@ last warm-up iteration, :attr:`algorithm`, :attr:`step_size` and :attr:`metric` 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import torch
 
 from pyro_bkd.infer.adaptation import DualAveraging, GradientMetric, VarianceMetric, WarmupWindows
-from pyro_bkd.infer.base import Algorithm, ChainState, StepInfo, ValueAndGrad, random_int
+from pyro_bkd.infer.base import Algorithm, ChainState, StepInfo, ValueAndGrad
 from pyro_bkd.infer.potential import Potential
 from pyro_bkd.infer.sghmc import SGHMCStep
+from pyro_bkd.infer.streams import RandomSource, Streams, chain_seed, random_int
+
+Gather = Callable[[torch.Tensor], torch.Tensor]
 
 #: Pairs of minibatch gradients per chain that estimate SGHMC's gradient noise.
 NOISE_PAIRS = 8
@@ -30,10 +34,14 @@ class Warmup:
         potential: gives the curvature (``max_curvature``) for the curvature step rule.
         num_warmup: warm-up iterations.
         value_and_grad: the driver's estimator (next minibatch per call).
-        generator: the run's random stream.
+        rng: the run's random streams (the curvature probes come from the shared stream and
+            the chain's index, so they are the same in every process).
         prior_variance: ``sigma^2``, the unit of the metric's floor.
         step_size: a fixed step (no step adaptation), or ``None``.
         minibatch: whether gradients are minibatch estimates (SGHMC then measures ``B``).
+        gather: ``[c, ...] -> [C, ...]``, this process's chains to all chains (for what is
+            pooled over chains: dual averaging's acceptance rate and its one step size);
+            the identity in one process.
     """
 
     def __init__(
@@ -42,16 +50,18 @@ class Warmup:
         potential: Potential,
         num_warmup: int,
         value_and_grad: ValueAndGrad,
-        generator: torch.Generator | None,
+        rng: RandomSource,
         prior_variance: float,
         step_size: float | None = None,
         minibatch: bool = False,
+        gather: Gather | None = None,
     ) -> None:
         self.algorithm = algorithm
         self.potential = potential
         self.windows = WarmupWindows(num_warmup)
         self.value_and_grad = value_and_grad
-        self.generator = generator
+        self.rng = rng
+        self.gather: Gather = gather if gather is not None else _identity
         self.fixed_step = step_size
         self.minibatch = minibatch
         self.num_warmup = num_warmup
@@ -82,7 +92,7 @@ class Warmup:
     def observe(self, iteration: int, state: ChainState, info: StepInfo) -> ChainState:
         """Adapt after warm-up iteration ``iteration`` (0-based) produced ``state``."""
         if self.adapts_by_acceptance:
-            self.step_size = self.tuner.update(float(info.accept_prob.mean()))
+            self.step_size = self.tuner.update(float(self.gather(info.accept_prob).mean()))
         if self.windows.collecting(iteration):
             self.estimator.update(state.theta, state.grad)
         if iteration + 1 in self.windows.ends:
@@ -109,13 +119,16 @@ class Warmup:
         """Per chain, ``algorithm.step_from_curvature`` of the largest eigenvalue of
         ``G^(1/2) H G^(1/2)`` at the chain's point; one float (the smallest) for the
         acceptance rule, whose dual averaging tunes one step for all chains."""
-        rng = torch.Generator().manual_seed(random_int(0, 2**31, self.generator))
+        base = random_int(0, 2**31, self.rng)
         theta = state.theta
+        ids = self.rng.chain_ids if isinstance(self.rng, Streams) else range(theta.shape[0])
         curvatures = [
             self.potential.max_curvature(
-                theta[c], metric=None if self.metric is None else self.metric[c], generator=rng
+                theta[row],
+                metric=None if self.metric is None else self.metric[row],
+                generator=torch.Generator().manual_seed(chain_seed(base, chain)),
             )
-            for c in range(theta.shape[0])
+            for row, chain in enumerate(ids)
         ]
         if not all(k > 0 for k in curvatures):
             raise ValueError(
@@ -131,7 +144,7 @@ class Warmup:
         if noise is not None:
             steps = torch.minimum(steps, self.algorithm.step_from_noise(self.metric * noise))
         if self.algorithm.step_size_rule == "acceptance":
-            return float(steps.min())
+            return float(self.gather(steps).min())
         return steps
 
     def _gradient_noise(self, theta: torch.Tensor) -> torch.Tensor:
@@ -144,6 +157,10 @@ class Warmup:
             _, second = self.value_and_grad(theta)
             total += (first - second).square()
         return total / (2 * NOISE_PAIRS)
+
+
+def _identity(value: torch.Tensor) -> torch.Tensor:
+    return value
 
 
 def as_float(step_size: float | torch.Tensor) -> float:

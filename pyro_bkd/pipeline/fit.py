@@ -25,6 +25,7 @@ from pyro_bkd.data.loaders import read_npz
 from pyro_bkd.distill import train_student_kd
 from pyro_bkd.infer.driver import DEFAULT_BUDGETS, DEFAULT_METHOD
 from pyro_bkd.infer.driver import METHODS as SAMPLERS
+from pyro_bkd.infer.parallel import Partition, local_device
 from pyro_bkd.kd import alpha_from_strength, strength_from_alpha
 from pyro_bkd.pipeline.common import (
     DEFAULT_KD_ALPHA,
@@ -55,6 +56,7 @@ from pyro_bkd.pipeline.methods import (
     SVI_GUIDES,
     MethodBudget,
     MethodInputs,
+    MethodOutput,
     check_method,
     run_method,
 )
@@ -65,6 +67,14 @@ SELF_TRAINED = ("mc-dropout", "ensemble")
 
 NPZ_REQUIRED: tuple[str, ...] = ("x_train", "y_train", "teacher_logits_train", "x_test")
 NPZ_OPTIONAL: tuple[str, ...] = ("y_test", "teacher_logits_test", "p_test")
+#: ``--distributed`` -> ``sample(distributed=...)``: ``auto`` splits the chains when torchrun
+#: launched several processes (:class:`~pyro_bkd.infer.parallel.Partition`).
+DISTRIBUTED_MODES: dict[str, str | bool | None] = {
+    "auto": None,
+    "off": False,
+    "chains": "chains",
+    "data": "data",
+}
 #: Most members of ``--method ensemble`` (each one a KD student trained from scratch).
 MAX_ENSEMBLE = 100
 #: Copies of the weights a chain keeps while sampling (position, momentum, gradients, ...).
@@ -237,6 +247,8 @@ class FitOptions:
     keep_weights: bool = False
     report: bool = False
     progress: bool = True
+    distributed: str = "auto"
+    checkpoint: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def resolved(self) -> FitOptions:
@@ -309,6 +321,16 @@ def check_fit_options(options: FitOptions) -> None:
     (:data:`~pyro_bkd.pipeline.common.LIMITS`)."""
     check_method(options.method)
     check_out_dir(options.out)
+    if options.checkpoint is not None and options.method not in SAMPLERS:
+        raise InputError(
+            f"--checkpoint saves Markov chains; --method {options.method} has none "
+            f"(use one of {', '.join(SAMPLERS)})"
+        )
+    if options.distributed not in DISTRIBUTED_MODES:
+        raise InputError(
+            f"--distributed must be one of {', '.join(DISTRIBUTED_MODES)}, "
+            f"got {options.distributed!r}"
+        )
     check_number("--temperature", options.temperature)
     fit_strength(options)
     if options.prior_scale is not None:
@@ -383,8 +405,15 @@ def run_fit(options: FitOptions, log: Log = quiet) -> dict[str, Any]:
     :func:`check_fit_budget`); the minibatch size is ``min(batch_size, N)``.
     """
     opts = options.resolved()
+    partition = Partition.resolve(DISTRIBUTED_MODES[opts.distributed])
+    if partition.mode != "single" and opts.method not in SAMPLERS:
+        raise InputError(
+            f"--distributed {partition.mode} splits Markov chains; --method {opts.method} "
+            f"is not one: use one of {', '.join(SAMPLERS)}"
+        )
     data = load_fit_data(opts.data)
-    dev = resolve_device(opts.device)
+    auto = opts.device in (None, "auto")
+    dev = local_device() if partition.mode != "single" and auto else resolve_device(opts.device)
     start = time.perf_counter()
     if data.ignored:
         log(f"ignoring arrays not used by fit: {', '.join(data.ignored)}")
@@ -401,28 +430,40 @@ def run_fit(options: FitOptions, log: Log = quiet) -> dict[str, Any]:
         )
     check_fit_budget(opts, data, weights)
     opts = replace(opts, batch_size=min(opts.batch_size, int(data.x_train.shape[0])))
+    fitted = _fit_inference(opts, data, student, new_student, dev, partition, log)
+    values, idata = _fit_values(opts, data, fitted, dev, start, log)
+    if not partition.is_main:  # every rank holds the whole result; rank 0 writes it
+        return values
     run = {"command": "pyro-bkd fit", "seed": opts.seed, "method": opts.method}
     with output_folder(opts.out, run) as out_dir:  # moved into place once complete
-        return _fit_into(out_dir, opts, data, student, new_student, dev, start, log)
+        _fit_write(out_dir, opts, data, values, idata, fitted.output.probs)
+    return values
 
 
-def _fit_into(
-    out_dir: Path,
+@dataclass(frozen=True)
+class _Fitted:
+    """What inference produced: the method's output, the student's size, its time."""
+
+    output: MethodOutput
+    weights: int
+    inference_seconds: float
+
+
+def _fit_inference(
     opts: FitOptions,
     data: FitData,
     student: torch.nn.Module,
     new_student: Callable[[int], torch.nn.Module],
     dev: torch.device,
-    start: float,
+    partition: Partition,
     log: Log,
-) -> dict[str, Any]:
-    """The work of :func:`run_fit` once every input is checked; writes into ``out_dir``."""
+) -> _Fitted:
+    """KD warm start (broadcast from rank 0 when split over processes), then the method."""
     weights = num_weights(student)
     train = DistillationData(data.x_train, data.y_train, data.teacher_logits_train)
-    num_train = len(train)
     alpha = alpha_from_strength(opts.strength, opts.temperature)
     log(
-        f"student {opts.student} ({weights} weights), {num_train} training examples, "
+        f"student {opts.student} ({weights} weights), {len(train)} training examples, "
         f"K = {data.num_classes}, tau = {opts.temperature:g}, lam = {opts.strength:g} "
         f"(KD alpha = {alpha:.4g}), prior scale = {opts.prior_scale}"
     )
@@ -449,8 +490,10 @@ def _fit_into(
         prior_scale=opts.prior_scale,
         seed=opts.seed,
         device=dev,
-        progress=opts.progress,
+        progress=opts.progress and partition.is_main,
         keep_weights=opts.keep_weights,
+        distributed=False if partition.mode == "single" else partition.mode,
+        checkpoint=opts.checkpoint,
     )
     if opts.warm_epochs > 0 and opts.method not in SELF_TRAINED:
         log(f"warm start: KD training for {opts.warm_epochs} epochs")
@@ -462,12 +505,26 @@ def _fit_into(
             seed=opts.seed,
             **inputs.kd_options(budget),
         )
+        partition.broadcast_module(student)
     log(f"inference: {opts.method}")
     stage = time.perf_counter()
     output = run_method(opts.method, inputs, budget)
-    probs, stats, draws, config = output.probs, output.sample_stats, output.weights, output.config
-    inference_seconds = seconds(stage)
+    return _Fitted(output, weights, seconds(stage))
 
+
+def _fit_values(
+    opts: FitOptions,
+    data: FitData,
+    fitted: _Fitted,
+    dev: torch.device,
+    start: float,
+    log: Log,
+) -> tuple[dict[str, Any], Any]:
+    """The metrics (``metrics.json``) and the InferenceData (``posterior.nc``) of a fit."""
+    output, weights, inference_seconds = fitted.output, fitted.weights, fitted.inference_seconds
+    probs, stats, draws, config = output.probs, output.sample_stats, output.weights, output.config
+    num_train = int(data.x_train.shape[0])
+    alpha = alpha_from_strength(opts.strength, opts.temperature)
     teacher_probs = None
     if data.teacher_logits_test is not None:
         teacher_probs = data.teacher_logits_test.softmax(-1)
@@ -533,15 +590,25 @@ def _fit_into(
         "device": str(dev),
         "version": __version__,
     }
+    values["wall_seconds"] = seconds(start)
+    return clean(values), idata
+
+
+def _fit_write(
+    out_dir: Path,
+    opts: FitOptions,
+    data: FitData,
+    values: dict[str, Any],
+    idata: Any,
+    probs: torch.Tensor,
+) -> None:
+    """``posterior.nc``, ``metrics.json`` and with ``--report`` the plots and the report."""
     if opts.report:
         values["plots"] = write_figures(out_dir, _fit_figures(opts.method, probs, data))
-    values["wall_seconds"] = seconds(start)
-    values = clean(values)
     save_posterior(idata, out_dir / "posterior.nc")
     write_json(out_dir / "metrics.json", values)
     if opts.report:
         write_report(out_dir, name=Path(opts.out).absolute().name)
-    return values
 
 
 def _fit_figures(method: str, probs: torch.Tensor, data: FitData) -> dict[str, Any]:

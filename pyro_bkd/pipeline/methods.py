@@ -106,6 +106,8 @@ class MethodInputs:
         x_test: the inputs at which class probabilities are drawn.
         temperature, strength, prior_scale: ``tau``, ``lam`` and ``sigma`` of
             :class:`~pyro_bkd.BKDModel` (``prior_scale=None``: flat weight prior).
+        distributed, checkpoint: ``sample(distributed=..., checkpoint=...)`` of the Markov
+            chain methods.
     """
 
     new_student: StudentFactory
@@ -119,6 +121,8 @@ class MethodInputs:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     progress: bool = False
     keep_weights: bool = False
+    distributed: str | bool | None = False
+    checkpoint: str | None = None
 
     def model(self) -> BKDModel:
         """A :class:`~pyro_bkd.BKDModel` around a copy of the KD student, on ``device``."""
@@ -230,6 +234,8 @@ def _run_chain(method: str, inputs: MethodInputs, budget: MethodBudget) -> Metho
         seed=inputs.seed,
         device=inputs.device,
         progress=inputs.progress,
+        distributed=inputs.distributed,
+        checkpoint=inputs.checkpoint,
     )
     assert result.probs is not None
     config = {**result.config, "sampling_seconds": result.wall_seconds}
