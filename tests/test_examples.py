@@ -40,6 +40,18 @@ def table_rows(text: str) -> list[list[str]]:
     ]
 
 
+def tables(text: str) -> list[list[list[str]]]:
+    """Each Markdown table of ``text`` (consecutive ``|`` lines) as :func:`table_rows`."""
+    blocks, current = [], []
+    for line in [*text.splitlines(), ""]:
+        if line.startswith("|"):
+            current.append(line)
+        elif current:
+            blocks.append(table_rows("\n".join(current)))
+            current = []
+    return blocks
+
+
 def test_synthetic_coverage_quick_prints_one_row_per_scenario(tmp_path: Path) -> None:
     out = tmp_path / "coverage.md"
     proc = run_example("synthetic_coverage.py", "--quick", "--seed", "0", "--out", str(out))
@@ -76,7 +88,7 @@ def test_paper_table_quick_writes_its_section(tmp_path: Path) -> None:
     text = out.read_text()
     assert text.startswith("# Results\n\nkept\n")
     assert "<!-- paper_table:begin -->" in text and "<!-- paper_table:end -->" in text
-    header, _, *rows = table_rows(text)
+    (header, _, *rows), (set_header, _, *set_rows) = tables(text)
     assert header[:2] == ["data set", "method"]
     names = [row[1] for row in rows]
     assert names == [
@@ -99,12 +111,34 @@ def test_paper_table_quick_writes_its_section(tmp_path: Path) -> None:
         assert (row[verdict] != "–") == markov, row  # chains carry their verdict
         if markov:
             assert row[verdict].endswith("(2/2)") or ", " in row[verdict], row
+    # The label-set table: every method, coverage in % with the binomial se in brackets.
+    assert set_header[2:5] == ["set cov 90% (%)", "set cov 95% (%)", "set cov 99% (%)"]
+    assert [row[1] for row in set_rows] == names
+    for row in set_rows:
+        for cell in row[2:5]:
+            match = re.fullmatch(r"(\d+\.\d+)( ± \d+\.\d+)? \[(\d+\.\d+)\]", cell)
+            assert match and 0 <= float(match[1]) <= 100 and float(match[3]) >= 0, row
+        assert (row[-1] != "–") == row[1].startswith("BKD"), row
     runs_csv = (runs / "paper_table.csv").read_text().splitlines()
     assert len(runs_csv) == 1 + 2 * 9  # header + 2 seeds x 9 rows
+    assert "set_coverage_95" in runs_csv[0].split(",")
     # --resume reuses both completed runs: no run redone, the same table.
     finished = runs / "digits" / "seed0" / "metrics.json"
     stamp = finished.stat().st_mtime_ns
     resumed = paper_table("--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert finished.stat().st_mtime_ns == stamp
-    assert table_rows(out.read_text())[2:] == rows
+    assert tables(out.read_text())[0][2:] == rows
+    # Coverage against test-set size from the stored draws of those runs, with its figure.
+    plot = tmp_path / "figures" / "size.png"
+    by_size = run_script(
+        "benchmarks/coverage_by_size.py",
+        *("--dataset", "digits", "--runs", str(runs), "--seeds", "0", "1"),
+        *("--sizes", "16", "32", "64", "--out", str(out), "--plot", str(plot)),
+    )
+    assert by_size.returncode == 0, by_size.stderr[-3000:]
+    assert "<!-- coverage_by_size:begin -->" in out.read_text()
+    size_header, _, *size_rows = tables(out.read_text())[-1]
+    assert size_header[1:4] == ["m = 16", "m = 32", "m = 64"]
+    assert [row[0] for row in size_rows] == names
+    assert plot.read_bytes()[:4] == b"\x89PNG" and "(figures/size.png)" in out.read_text()
