@@ -142,3 +142,42 @@ def test_paper_table_quick_writes_its_section(tmp_path: Path) -> None:
     assert size_header[1:4] == ["m = 16", "m = 32", "m = 64"]
     assert [row[0] for row in size_rows] == names
     assert plot.read_bytes()[:4] == b"\x89PNG" and "(figures/size.png)" in out.read_text()
+
+
+def test_coverage_vs_strength_quick_writes_tables_and_plot(tmp_path: Path) -> None:
+    """Coverage against lam and T on one synthetic scenario, the validation choice, the plot."""
+    out, plot = tmp_path / "results.md", tmp_path / "figures" / "strength.png"
+    proc = run_example("coverage_vs_strength.py", "--quick", "--out", str(out), "--plot", str(plot))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text()
+    assert "<!-- coverage_vs_strength:begin -->" in text
+    (header, _, *rows), (choice_header, _, *choices) = tables(text)
+    lam, verdict = header.index("lam"), header.index("verdict")
+    assert [row[lam] for row in rows] == ["144", "0", "16", "144", "144"]  # KD, lam grid, T
+    assert rows[0][verdict] == "–" and all(row[verdict] != "–" for row in rows[1:])
+    for row in rows:
+        coverage = row[header.index("test set cov (%) ± se")]
+        assert re.fullmatch(r"\d+\.\d ± \d+\.\d", coverage), row
+        p_cov = row[header.index("test p* cov (%)")]
+        assert p_cov == "n/a" if row[1].startswith("KD") else 0 <= float(p_cov) <= 100
+    assert [row[0] for row in choices] == ["nonlinear-5class"]
+    chosen_lam = choices[0][choice_header.index("chosen lam (val cov %)")].split()[0]
+    assert chosen_lam in {"0", "16", "144"}
+    assert plot.read_bytes()[:4] == b"\x89PNG" and "(figures/strength.png)" in text
+
+
+def test_mcmi_dose_response_quick_measures_teachers_and_students(tmp_path: Path) -> None:
+    out, plot = tmp_path / "results.md", tmp_path / "dose.png"
+    proc = run_example("mcmi_dose_response.py", "--quick", "--out", str(out), "--plot", str(plot))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (header, _, *teachers), (_, _, *students) = tables(out.read_text())
+    assert [row[2] for row in teachers] == ["–", "0", "0.4"]  # start, control, MCMI
+    control = teachers[1]
+    assert control[header.index("vs w = 0 control")] == "+0.0000"
+    cmi_values = [float(row[header.index("train CMI (nats)")]) for row in teachers]
+    assert all(0 < value < 2.31 for value in cmi_values)  # 0 < CMI < log 10
+    assert len(students) == 4  # (few-shot, zero-shot) x (w = 0, 0.4)
+    for row in students:
+        assert 0 <= float(row[4]) <= 100 and 0 <= float(row[5]) <= 100
+        assert re.fullmatch(r"(converged|borderline|not converged|failed) \(1/1\)", row[-1])
+    assert plot.read_bytes()[:4] == b"\x89PNG"
