@@ -80,10 +80,14 @@ def run(args: argparse.Namespace) -> tuple[str, dict]:
         "",
         f"Coverage (%) of the {pct}% credible label sets on the first m inputs of the "
         "permutation: mean over seeds ± binomial se sqrt(c (1 - c) / m); last column: the "
-        f"mean {pct}% set size on all inputs.",
+        f"mean {pct}% set size and the mean predictive mass of the sets on all inputs (the "
+        "coverage the method itself expects: a calibrated predictive covers its own mass; "
+        "gap = (coverage - mass) / se at m = N, mean over seeds).",
         "",
-        "| method | " + " | ".join(f"m = {m}" for m in sizes) + " | set size | verdict |",
-        "|---|" + "---|" * (len(sizes) + 2),
+        "| method | "
+        + " | ".join(f"m = {m}" for m in sizes)
+        + " | set size | set mass (%) | gap (se) | verdict |",
+        "|---|" + "---|" * (len(sizes) + 4),
     ]
     for method in methods:
         cells = []
@@ -91,13 +95,26 @@ def run(args: argparse.Namespace) -> tuple[str, dict]:
             share = float(np.mean([rows[method][index].coverage for rows in per_seed]))
             cells.append(f"{100 * share:.2f} ± {100 * metrics.binomial_se(share, size):.2f}")
         set_size = float(np.mean([rows[method][-1].mean_size for rows in per_seed]))
+        mass = float(np.mean([rows[method][-1].mean_mass for rows in per_seed]))
+        gap = float(
+            np.mean(
+                [
+                    (r.coverage - r.mean_mass) / r.se if r.se > 0 else 0.0
+                    for r in (rows[method][-1] for rows in per_seed)
+                ]
+            )
+        )
         present = [v for v in verdicts[method] if v]
         verdict = (
             ", ".join(f"{v} ({present.count(v)}/{len(present)})" for v in dict.fromkeys(present))
             or "–"
         )
         name = PAPER_NAMES.get(method, method)
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {set_size:.2f} | {verdict} |")
+        lines.append(
+            f"| {name} | "
+            + " | ".join(cells)
+            + f" | {set_size:.2f} | {100 * mass:.2f} | {gap:+.1f} | {verdict} |"
+        )
     if args.plot is not None:
         lines += ["", f"![coverage against test-set size]({args.plot_link})"]
     first = {PAPER_NAMES.get(m, m): per_seed[0][m] for m in methods}

@@ -22,7 +22,8 @@ script measures the dose first:
    posterior-mean prediction, each run's convergence verdict counted) in the few-shot
    (``--fractions``) and zero-shot (``--omit``) settings over ``--seeds``.
 
-Prints the tables (``--out FILE``: between ``<!-- mcmi_dose:begin/end -->``) and plots the
+Prints the tables (``--out FILE``: between ``<!-- mcmi_dose:begin/end -->``, or the
+``--marker`` given) and plots the
 training CMI against the weight, one line per length (``--plot FILE``).
 
 CPU run (about 20 minutes on one thread): ``python examples/mcmi_dose_response.py --out
@@ -212,15 +213,17 @@ def teacher_rows(name: str, found: dict, args: argparse.Namespace) -> list[str]:
 def plot(curves: dict[str, tuple[list[float], dict[str, list[float]]]], path: Path) -> None:
     """Training CMI against the weight, one line per (data set, length)."""
     for index, (name, (weights, series)) in enumerate(curves.items()):
+        lines = {key: value for key, value in series.items() if key != "_start"}
         figure = plots.coverage_vs_strength(
             weights,
-            series,
+            lines,
             xlabel="CMI weight lam_cmi of the fine-tune",
             ylabel="teacher CMI on the training set (nats)",
             title=f"{name}: MCMI dose-response (dashed: the MLL teacher before fine-tuning)",
         )
         axes = figure.axes[0]
-        axes.axhline(series.pop("_start")[0], color="black", linestyle="--")
+        axes.axhline(series["_start"][0], color="black", linestyle="--", label="MLL start")
+        axes.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
         target = path if index == 0 else path.with_name(f"{path.stem}_{name}{path.suffix}")
         target.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(target, dpi=110)
@@ -241,6 +244,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if any)")
     parser.add_argument("--quick", action="store_true", help="smoke run for the tests")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--marker", default=MARKER, help="section of --out: <!-- MARKER:begin/end -->"
+    )
     parser.add_argument("--plot", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--progress", action="store_true")
@@ -337,7 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     block = "\n".join(lines) + "\n"
     print(block)
     if args.out is not None:
-        write_marked_section(args.out, MARKER, block)
+        write_marked_section(args.out, args.marker, block)
     return 0
 
 

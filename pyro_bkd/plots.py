@@ -276,6 +276,8 @@ def coverage_vs_strength(
         axes.set_xscale("log")
     elif grid.max() > 20 * max(grid[grid > 0].min(initial=grid.max()), 1e-12):
         axes.set_xscale("symlog", linthresh=max(grid[grid > 0].min(initial=1.0), 1e-12))
+        if grid.min() >= 0:  # no empty negative half
+            axes.set_xlim(left=0.0, right=grid.max() * 1.3)
     axes.set(xlabel=xlabel, ylabel=ylabel)
     axes.set_title(title)
     _legend_outside(axes)
