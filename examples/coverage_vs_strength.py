@@ -383,7 +383,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     quick = args.quick
     defaults = {
         "problems": ["nonlinear-5class"] if quick else [*SCENARIOS, "mnist"],
-        "alphas": [0.0, 0.5, 0.9] if quick else [0.0, 0.1, 0.3, 0.5, 0.7, 0.9],
+        "alphas": [0.0, 0.9] if quick else [0.0, 0.1, 0.3, 0.5, 0.7, 0.9],
         "temperatures": [1.0, 3.0] if quick else [1.0, 2.0, 4.0],
         "n": 880 if quick else 5500,
         "mnist_sizes": [300, 200, 300] if quick else [3000, 2000, 5000],

@@ -153,7 +153,7 @@ def test_coverage_vs_strength_quick_writes_tables_and_plot(tmp_path: Path) -> No
     assert "<!-- coverage_vs_strength:begin -->" in text
     (header, _, *rows), (choice_header, _, *choices) = tables(text)
     lam, verdict = header.index("lam"), header.index("verdict")
-    assert [row[lam] for row in rows] == ["144", "0", "16", "144", "144"]  # KD, lam grid, T
+    assert [row[lam] for row in rows] == ["144", "0", "144", "144"]  # KD, lam grid, T
     assert rows[0][verdict] == "–" and all(row[verdict] != "–" for row in rows[1:])
     for row in rows:
         coverage = row[header.index("test set cov (%) ± se")]
@@ -162,7 +162,7 @@ def test_coverage_vs_strength_quick_writes_tables_and_plot(tmp_path: Path) -> No
         assert p_cov == "n/a" if row[1].startswith("KD") else 0 <= float(p_cov) <= 100
     assert [row[0] for row in choices] == ["nonlinear-5class"]
     chosen_lam = choices[0][choice_header.index("chosen lam (val cov %)")].split()[0]
-    assert chosen_lam in {"0", "16", "144"}
+    assert chosen_lam in {"0", "144"}
     assert plot.read_bytes()[:4] == b"\x89PNG" and "(figures/strength.png)" in text
 
 
