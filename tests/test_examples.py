@@ -181,3 +181,27 @@ def test_mcmi_dose_response_quick_measures_teachers_and_students(tmp_path: Path)
         assert 0 <= float(row[4]) <= 100 and 0 <= float(row[5]) <= 100
         assert re.fullmatch(r"(converged|borderline|not converged|failed) \(1/1\)", row[-1])
     assert plot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_mcmi_dose_response_paper_scale_config_builds_its_networks() -> None:
+    """The documented GPU command's configuration (not run here): resnet56 -> resnet20 on
+    CIFAR-shaped inputs, the authors' schedule lengths."""
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location(
+        "mcmi_dose_response", ROOT / "examples" / "mcmi_dose_response.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    argv = ["--paper-scale", "--device", "cuda", "--datasets", "cifar10-subset", "--lengths", "20"]
+    args = module.parse_args(argv)
+    config = module.config_for("cifar10-subset", args)
+    assert (config.teacher, config.student) == ("resnet56", "resnet20")
+    assert (config.teacher_epochs, config.mcmi_epochs) == (240, 20)
+    x = torch.zeros(2, 3, 32, 32)
+    for name, kwargs in ((config.teacher, config.teacher_kwargs), (config.student, {})):
+        net = module.base.build(name, {**kwargs, **config.student_kwargs}, 10, seed=0).eval()
+        assert net(x).shape == (2, 10)
