@@ -17,7 +17,14 @@ Each (data set, seed) is one :func:`pyro_bkd.pipeline.run_compare` run: the seed
 training subset, the teacher's and students' initialisation and batches, and the sampling
 noise. Its outputs (``comparison.csv``, ``posterior.nc`` per method) are kept under ``--runs``.
 The table gives mean ± sd over seeds of accuracy, NLL, ECE and mean-deviance AUROC for errors
-(MD-AUROC) of the posterior-mean prediction, and the mean wall time of each method's stage.
+(MD-AUROC) of the posterior-mean prediction, and the mean wall time of each method's stage. A
+second table gives the BKD paper's headline metric for every method: the coverage of the
+credible label sets at 90/95/99% (the share of test inputs whose label lies in the set;
+:func:`pyro_bkd.metrics.label_set_coverage`; for single-draw methods, the teacher, the student
+and KD, the smallest set of top classes whose softmax probability reaches the level), as mean ±
+sd over seeds with the binomial standard error ``sqrt(c (1 - c) / N)`` of one run in brackets,
+and the mean set size at 95%. Runs finished before the label-set columns existed get them
+from their stored draws (``<method>/posterior.nc``) on ``--resume``.
 
 Run from the repo root: ``.venv/bin/python benchmarks/paper_table.py`` (about 30 minutes on
 one CPU thread); ``--resume`` after an interruption reuses the completed (data set, seed) runs;
@@ -37,6 +44,7 @@ from pathlib import Path
 
 import torch
 
+from pyro_bkd import export, metrics
 from pyro_bkd.pipeline import COMPARE_DATASETS, COMPARE_METHODS, CompareOptions, run_compare
 from pyro_bkd.pipeline.compare import PAPER_NAMES, PRESETS
 from pyro_bkd.report import mean_sd, write_marked_section
@@ -46,6 +54,8 @@ DATASETS = ("mnist", "fashion-mnist", "cifar10-subset")
 PAPER_METHODS = ("student", "kd", "svi-normal", "mc-dropout", "ensemble", "sghmc", "sgld", "psgld")
 METRICS = (("accuracy", "acc (%)", 100.0, 2), ("nll", "NLL", 1.0, 3), ("ece", "ECE", 1.0, 3))
 METRICS += (("md_auroc", "MD-AUROC", 1.0, 3),)
+#: Columns of the label-set table: coverage at each level of ``metrics.LABEL_SET_LEVELS``.
+SET_LEVELS = tuple(metrics.level_key(level) for level in metrics.LABEL_SET_LEVELS)
 #: Numbers the papers report (SPEC.md section 7), quoted beside ours.
 PAPER_ANCHORS = (
     "BKD paper (Fang et al., 2024), Fashion-MNIST: BKD accuracy 0.905 vs KD 0.902; BKD "
@@ -98,6 +108,19 @@ def finished_run(out: Path, methods: Sequence[str], quick: bool) -> dict | None:
     done = [row["method"] for row in values["rows"]]
     if done != ["teacher", *methods] or values["settings"]["quick"] != quick:
         return None
+    return with_label_sets(out, values)
+
+
+def with_label_sets(out: Path, values: dict) -> dict:
+    """``values`` with the label-set columns of every successful row, computed from the
+    row's stored draws ``out/<method>/posterior.nc`` (and its ``y_test``) where the run
+    predates them; the same numbers ``run_compare`` writes now."""
+    for row in values["rows"]:
+        if row["status"] != "ok" or row.get("set_coverage_95") is not None:
+            continue
+        idata = export.load(out / row["method"] / "posterior.nc")
+        y = idata.predictions_constant_data["y_test"].values
+        row.update(metrics.label_set_fields(idata, y))
     return values
 
 
@@ -125,6 +148,7 @@ def format_block(per_run: list[dict], args: argparse.Namespace, minutes: float) 
             name = PAPER_NAMES.get(method, method)
             verdict = verdict_cell([r.get("verdict") for r in ok])
             lines.append("| " + " | ".join([dataset, name, *cells, time_cell, verdict]) + " |")
+    lines += ["", *label_set_table(per_run, args)]
     lines += ["", PAPER_ANCHORS, "", "Settings of each data set (from `PRESETS`):", ""]
     for dataset in args.datasets:
         settings = next(r["settings"] for r in per_run if r["dataset"] == dataset)
@@ -148,6 +172,48 @@ def format_block(per_run: list[dict], args: argparse.Namespace, minutes: float) 
     return "\n".join(lines) + "\n"
 
 
+def label_set_table(per_run: list[dict], args: argparse.Namespace) -> list[str]:
+    """Label-set coverage (%) at each level, mean ± sd over seeds [binomial standard error
+    ``sqrt(c (1 - c) / N)`` of one run, at the mean coverage], and the mean 95% set size."""
+    header = ["data set", "method", *(f"set cov {key}% (%)" for key in SET_LEVELS)]
+    header += ["set size 95%", "verdict"]
+    lines = [
+        "Credible label sets (the BKD paper's metric): share of test inputs whose label is in "
+        "the set, mean ± sd over seeds [binomial se of one run]; for the single-draw rows "
+        "(teacher, student, KD) the set is the smallest set of top classes whose softmax "
+        "probability reaches the level. A BKD row whose chains did not converge is labelled "
+        "so: its sets come from draws not yet from the posterior.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for dataset in args.datasets:
+        for method in ("teacher", *args.methods):
+            ok = [
+                r
+                for r in per_run
+                if r["dataset"] == dataset and r["method"] == method and r["status"] == "ok"
+            ]
+            if not ok:
+                continue
+            cells = []
+            for key in SET_LEVELS:
+                values = [r.get(f"set_coverage_{key}") for r in ok]
+                present = [v for v in values if v is not None]
+                cell = mean_sd(present, 100.0, 2)
+                if present:
+                    share = sum(present) / len(present)
+                    cell += (
+                        f" [{100 * metrics.binomial_se(share, ok[0]['settings']['num_test']):.2f}]"
+                    )
+                cells.append(cell)
+            cells.append(mean_sd([r.get("set_size_95") for r in ok], 1.0, 2))
+            cells.append(verdict_cell([r.get("verdict") for r in ok]))
+            name = PAPER_NAMES.get(method, method)
+            lines.append("| " + " | ".join([dataset, name, *cells]) + " |")
+    return lines
+
+
 def verdict_cell(verdicts: Sequence[str | None]) -> str:
     """The convergence verdicts of a Markov-chain method over seeds, e.g. ``not converged
     (3/3)``; ``–`` for methods without chains. A row whose chains did not converge is read
@@ -162,6 +228,7 @@ def verdict_cell(verdicts: Sequence[str | None]) -> str:
 def write_runs_csv(path: Path, per_run: list[dict]) -> None:
     """Every (data set, seed, method) row, for anyone who wants other summaries."""
     fields = ["dataset", "seed", "method", "status", *(key for key, _, _, _ in METRICS)]
+    fields += metrics.label_set_keys()
     fields += ["mean_interval_width", "max_rhat", "verdict", "elpd_test", "wall_seconds"]
     fields += ["reason"]
     path.parent.mkdir(parents=True, exist_ok=True)

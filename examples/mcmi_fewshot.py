@@ -265,7 +265,21 @@ def distil(
 
     BKD: 2 chains of :func:`pyro_bkd.sample`'s default sampler (SGHMC, step adapted in
     warm-up) dispersed around the KD student; ``None`` when the chains blew up (reported
-    as failed, never averaged)."""
+    as failed, never averaged). The BKD run's convergence verdict is in
+    :func:`distil_with_verdict`."""
+    return distil_with_verdict(data, config, logits, idx, seed, progress)[0]
+
+
+def distil_with_verdict(
+    data: Dataset,
+    config: Config,
+    logits: torch.Tensor,
+    idx: torch.Tensor,
+    seed: int,
+    progress: bool,
+) -> tuple[dict[str, torch.Tensor | None], str]:
+    """:func:`distil` and the BKD chains' verdict (``"converged"``, ``"borderline"``, ``"not
+    converged"``; ``"failed"`` when they blew up)."""
     x, y, t = data.x_train[idx], data.y_train[idx], logits[idx]
     n = len(idx)
     student = build(config.student, config.student_kwargs, data.num_classes, seed=seed)
@@ -312,9 +326,10 @@ def distil(
             )
     except NonFiniteError as error:
         print(f"BKD failed: {error}", flush=True)
-        return {"KD": kd_pred, "BKD": None}
+        return {"KD": kd_pred, "BKD": None}, "failed"
     bkd_pred = result.probs.mean(dim=(0, 1)).argmax(-1)
-    return {"KD": kd_pred, "BKD": bkd_pred}
+    verdict = "failed" if result.convergence is None else str(result.convergence.status)
+    return {"KD": kd_pred, "BKD": bkd_pred}, verdict
 
 
 def run(args: argparse.Namespace) -> str:

@@ -15,10 +15,13 @@ from typing import Any, NamedTuple
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from pyro_bkd import convergence, uq
+from pyro_bkd import _checks, convergence, uq
+from pyro_bkd._checks import InputError, InputTypeError
 
 #: Number of equal-width confidence bins of the ECE and the reliability diagram.
 NUM_BINS = 15
+#: Credible levels of the label sets reported by :func:`summarize` (and ``compare``).
+LABEL_SET_LEVELS: tuple[float, ...] = (0.90, 0.95, 0.99)
 
 
 class ReliabilityBins(NamedTuple):
@@ -168,6 +171,200 @@ def _finite_reduce(reduce: Callable[[np.ndarray], Any], values: np.ndarray) -> f
     return float(reduce(finite)) if finite.size else math.nan
 
 
+class LabelSetCoverage(NamedTuple):
+    """Coverage of the credible label sets at one level (see :func:`label_set_coverage`)."""
+
+    level: float
+    coverage: float
+    se: float
+    mean_size: float
+    num_obs: int
+    mean_mass: float
+
+
+def binomial_se(share: float, num_obs: int) -> float:
+    """Binomial standard error ``sqrt(c (1 - c) / n)`` of a share ``c`` of ``n`` inputs.
+
+    It is the Monte Carlo error of a coverage measured on ``n`` test inputs drawn
+    independently (the test labels are the random part; the model is held fixed). It is 0 at
+    ``c = 0`` or ``c = 1``, where it understates the uncertainty of a small ``n``.
+    """
+    share = _checks.float_in("share", share, 0.0, 1.0)
+    num_obs = _checks.positive_int("num_obs", num_obs)
+    return math.sqrt(share * (1.0 - share) / num_obs)
+
+
+def label_sets(probs: Any, level: float = 0.95) -> np.ndarray:
+    """Credible label sets ``C_level(x_n)`` as a boolean mask ``[N, K]``, for any method.
+
+    For ``S`` draws ``q^(s)(x)`` this is :func:`pyro_bkd.uq.credible_sets` (SPEC §5): the classes
+    ``k`` with ``max_s q_k^(s)(x) >= u(x)``, where ``u(x)`` is the largest threshold whose
+    per-draw sets ``{k : q_k^(s)(x) >= u}`` hold posterior-average mass
+    ``(1/S) sum_s sum_{k : q_k^(s) >= u} q_k^(s)(x) >= level``. With one draw (``S = 1``: KD, the
+    teacher, a point estimate) the rule reduces to the *smallest set of top classes whose
+    predicted probability reaches the level*: sort ``q_(1) >= q_(2) >= ...`` and keep the first
+    ``j`` with ``q_(1) + ... + q_(j) >= level`` (classes tied with ``q_(j)`` are kept too).
+    So every method's set carries predictive mass ``sum_{k in C} qbar_k(x) >= level``.
+
+    Raises:
+        InputError: ``probs`` is not ``[chain, draw, N, K]`` probabilities, or ``level`` is
+            not in (0, 1) (both named in the message).
+    """
+    level = _check_level(level, "level")
+    return uq.credible_sets(_checked_probs(probs), level)
+
+
+def label_set_coverage(probs: Any, y: Any, level: float = 0.95) -> LabelSetCoverage:
+    """Coverage of the credible label sets at ``level`` with its binomial standard error.
+
+    With ``C_n = C_level(x_n)`` the set of :func:`label_sets` at test input ``x_n`` and label
+    ``y_n``, ``n = 1..N``:
+
+    - ``coverage = (1/N) sum_n 1[y_n in C_n]`` (the BKD paper's headline metric: the share of
+      test inputs whose true label lies in the credible set);
+    - ``se = sqrt(coverage (1 - coverage) / N)`` (:func:`binomial_se`);
+    - ``mean_size = (1/N) sum_n |C_n|``;
+    - ``mean_mass = (1/N) sum_n sum_{k in C_n} qbar_k(x_n)``, the coverage the method itself
+      expects (``>= level``).
+
+    A method is calibrated at ``level`` when ``coverage`` is within about ``2 se`` of
+    ``level``; since each set holds predictive mass ``>= level``, a well-calibrated predictive
+    distribution gives ``coverage = E[sum_{k in C} p*_k] >= level`` (above it by the
+    discreteness of the sets), which ``mean_mass`` estimates: ``coverage - mean_mass`` is the
+    calibration gap of the sets (negative: over-confident). A smaller ``mean_size`` at the same
+    coverage is sharper.
+
+    Raises:
+        InputError: bad ``probs``, ``y`` (shape, dtype, range) or ``level``, named.
+    """
+    array = _checked_probs(probs)
+    labels = _checked_labels(y, array)
+    mask = uq.credible_sets(array, _check_level(level, "level"))
+    covered = mask[np.arange(labels.size), labels]
+    share = float(covered.mean())
+    mass = float((uq.posterior_mean(array) * mask).sum(1).mean())
+    return LabelSetCoverage(
+        float(level),
+        share,
+        binomial_se(share, labels.size),
+        float(mask.sum(1).mean()),
+        labels.size,
+        mass,
+    )
+
+
+def label_set_coverages(
+    probs: Any, y: Any, levels: Any = LABEL_SET_LEVELS
+) -> list[LabelSetCoverage]:
+    """:func:`label_set_coverage` at each of ``levels`` (default 90%, 95%, 99%)."""
+    array = _checked_probs(probs)
+    labels = _checked_labels(y, array)
+    return [label_set_coverage(array, labels, level) for level in _check_levels(levels)]
+
+
+def coverage_by_size(
+    probs: Any, y: Any, sizes: Any, level: float = 0.95, seed: int = 0
+) -> list[LabelSetCoverage]:
+    """Label-set coverage on test sets of growing size (the BKD paper's protocol).
+
+    A random permutation ``pi`` of the ``N`` test inputs (``numpy`` generator seeded with
+    ``seed``) is fixed and, for each size ``m`` in ``sizes``, :func:`label_set_coverage` is
+    computed on the first ``m`` inputs ``pi(1..m)``: the subsets are nested, so the curve shows
+    the coverage settling as ``m`` grows, with its error ``sqrt(c (1 - c) / m)`` shrinking like
+    ``1/sqrt(m)``. The sets are those of the full ``probs`` (a set depends on its own input
+    only).
+
+    Raises:
+        InputError: ``sizes`` empty or not integers in ``[1, N]``; bad ``probs``/``y``/``level``.
+    """
+    array = _checked_probs(probs)
+    labels = _checked_labels(y, array)
+    level = _check_level(level, "level")
+    seed = _checks.int_in("seed", seed, 0)
+    values = np.asarray(sizes)
+    if values.ndim != 1 or values.size == 0 or not np.issubdtype(values.dtype, np.integer):
+        raise InputError(f"sizes must be a non-empty 1-D sequence of integers, got {sizes!r}")
+    if values.min() < 1 or values.max() > labels.size:
+        raise InputError(f"sizes must lie in [1, {labels.size}] (the test-set size), got {sizes!r}")
+    mask = uq.credible_sets(array, level)
+    covered = mask[np.arange(labels.size), labels]
+    size = mask.sum(1)
+    mass = (uq.posterior_mean(array) * mask).sum(1)
+    order = np.random.default_rng(seed).permutation(labels.size)
+    rows = []
+    for m in values.tolist():
+        share, kept = float(covered[order[:m]].mean()), order[:m]
+        rows.append(
+            LabelSetCoverage(
+                level,
+                share,
+                binomial_se(share, m),
+                float(size[kept].mean()),
+                m,
+                float(mass[kept].mean()),
+            )
+        )
+    return rows
+
+
+def label_set_fields(probs: Any, y: Any, levels: Any = LABEL_SET_LEVELS) -> dict[str, float]:
+    """The label-set entries of :func:`summarize`: for each level ``L`` (as a percentage
+    ``P``), ``set_coverage_P``, ``set_coverage_P_se`` and ``set_size_P``."""
+    fields: dict[str, float] = {}
+    for row in label_set_coverages(probs, y, levels):
+        key = level_key(row.level)
+        fields[f"set_coverage_{key}"] = row.coverage
+        fields[f"set_coverage_{key}_se"] = row.se
+        fields[f"set_size_{key}"] = row.mean_size
+    return fields
+
+
+def label_set_keys(levels: Any = LABEL_SET_LEVELS) -> list[str]:
+    """Names of the :func:`label_set_fields` entries, in their order."""
+    return [
+        f"{name}_{level_key(level)}{tail}"
+        for level in _check_levels(levels)
+        for name, tail in (("set_coverage", ""), ("set_coverage", "_se"), ("set_size", ""))
+    ]
+
+
+def level_key(level: float) -> str:
+    """``0.95 -> "95"``, ``0.999 -> "99.9"``: the suffix of the label-set field names."""
+    return f"{100 * level:g}"
+
+
+def _check_level(level: Any, name: str) -> float:
+    value = _checks.float_in(name, level, 0.0, 1.0, open_low=True)
+    if value >= 1.0:
+        raise InputError(f"{name} must be in (0, 1), got {level!r}")
+    return value
+
+
+def _check_levels(levels: Any) -> list[float]:
+    values = [levels] if isinstance(levels, int | float) else list(levels)
+    if not values:
+        raise InputError("levels must be a non-empty sequence of numbers in (0, 1)")
+    return [_check_level(level, "levels") for level in values]
+
+
+def _checked_probs(probs: Any) -> np.ndarray:
+    try:
+        return uq.as_probs(probs)
+    except TypeError as error:
+        raise InputTypeError(str(error)) from None
+    except ValueError as error:
+        raise InputError(str(error)) from None
+
+
+def _checked_labels(y: Any, array: np.ndarray) -> np.ndarray:
+    try:
+        return uq.as_labels(y, array.shape[2], array.shape[3])
+    except TypeError as error:
+        raise InputTypeError(str(error)) from None
+    except ValueError as error:
+        raise InputError(str(error)) from None
+
+
 def summarize(
     probs: Any,
     y: Any = None,
@@ -187,8 +384,11 @@ def summarize(
     Returns:
         ``accuracy, nll, brier, ece, md_auroc, mean_deviance, coverage, mean_interval_width,
         interval, level, max_rhat, min_ess_bulk, num_chains, num_draws, num_obs,
-        num_classes``; undefined values (no labels, one chain, one class of errors) are
-        ``None``.
+        num_classes`` and, for each level ``P`` of :data:`LABEL_SET_LEVELS` (``90, 95, 99``),
+        the label-set coverage ``set_coverage_P``, its binomial standard error
+        ``set_coverage_P_se`` and the mean set size ``set_size_P`` (:func:`label_set_coverage`;
+        the smallest top-class set for a single draw); undefined values (no labels, one chain,
+        one class of errors) are ``None``.
     """
     builders = {"eti": uq.equal_tailed_interval, "hdi": uq.hdi}
     if interval not in builders:
@@ -214,6 +414,7 @@ def summarize(
         "num_draws": int(array.shape[1]),
         "num_obs": int(array.shape[2]),
         "num_classes": int(array.shape[3]),
+        **(label_set_fields(array, y) if labelled else dict.fromkeys(label_set_keys())),
     }
     return {
         key: None if isinstance(value, float) and not math.isfinite(value) else value

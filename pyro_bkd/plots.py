@@ -1,5 +1,5 @@
 """Figures of the uncertainty outputs (SPEC §5): calibration, ranking, robustness, intervals,
-chain diagnostics.
+label-set coverage, chain diagnostics.
 
 Every function returns a ``matplotlib.figure.Figure`` built without ``pyplot``: nothing is
 shown, nothing is registered with a GUI backend, and the figure is freed with its last
@@ -18,6 +18,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from pyro_bkd import export, metrics, uq
+from pyro_bkd._checks import InputError
 
 
 def reliability_diagram(
@@ -199,6 +200,94 @@ def rank_plot(probs: Any, pairs: Sequence[tuple[int, int]]) -> Figure:
     az.plot_rank(dataset, var_names=["probs"], ax=axes[: len(pairs)])
     figure.suptitle("Rank plots of class probabilities q_k(x_n) (flat = well mixed)")
     return figure
+
+
+def coverage_vs_size(
+    rows_by_method: Mapping[str, Sequence[metrics.LabelSetCoverage]],
+    level: float | None = None,
+    title: str = "Coverage of the credible label sets against test-set size",
+) -> Figure:
+    """Label-set coverage against the number of test inputs, one line per method (the BKD
+    paper's protocol; rows from :func:`pyro_bkd.metrics.coverage_by_size`).
+
+    Each point is the coverage ``c`` on ``m`` inputs with a bar of ``+- 1.96 sqrt(c (1 - c) /
+    m)`` (a 95% normal interval of the binomial share); the dashed line is the nominal
+    ``level`` (default: the rows' level). The x axis is logarithmic.
+
+    Raises:
+        InputError: no methods, a method without rows, or rows of different levels.
+    """
+    if not rows_by_method or any(len(rows) == 0 for rows in rows_by_method.values()):
+        raise InputError("rows_by_method must map each method to a non-empty list of rows")
+    levels = {row.level for rows in rows_by_method.values() for row in rows}
+    if len(levels) != 1:
+        raise InputError(f"rows_by_method must hold one level, got {sorted(levels)}")
+    nominal = levels.pop() if level is None else level
+    figure = Figure(figsize=(9.0, 4.8), layout="constrained")
+    axes = figure.subplots()
+    for offset, (name, rows) in enumerate(rows_by_method.items()):
+        sizes = np.array([row.num_obs for row in rows], dtype=np.float64)
+        jitter = sizes * (1.0 + 0.015 * (offset - (len(rows_by_method) - 1) / 2))
+        coverage = np.array([row.coverage for row in rows])
+        error = 1.96 * np.array([row.se for row in rows])
+        axes.errorbar(jitter, coverage, yerr=error, marker="o", capsize=3, label=name)
+    axes.axhline(nominal, color="black", linestyle="--", label=f"nominal {nominal:.0%}")
+    axes.set_xscale("log")
+    axes.set(xlabel="test inputs m (nested random subsets)", ylabel="label-set coverage")
+    axes.set_title(title)
+    _legend_outside(axes)
+    return figure
+
+
+def coverage_vs_strength(
+    strengths: Any,
+    coverage_by_series: Mapping[str, Any],
+    nominal: float | None = None,
+    xlabel: str = "teacher strength lam",
+    ylabel: str = "coverage",
+    title: str = "Coverage against teacher strength",
+) -> Figure:
+    """Coverage (or any share) against a tuning parameter, one line per series.
+
+    ``coverage_by_series`` maps a series name (e.g. ``"linear-binary p* intervals"``) to
+    ``[L]`` values at the ``L`` ``strengths`` (``nan`` where missing), or to a pair
+    ``(values [L], standard errors [L])`` drawn as ``+- 1.96 se`` bars. The dashed line is the
+    ``nominal`` level. A zero strength is drawn on a symmetric-log axis.
+
+    Raises:
+        InputError: a series whose length differs from ``strengths``.
+    """
+    grid = np.asarray(strengths, dtype=np.float64)
+    figure = Figure(figsize=(9.5, 5.0), layout="constrained")
+    axes = figure.subplots()
+    for name, series in coverage_by_series.items():
+        values, errors = (series, None) if not isinstance(series, tuple) else series
+        values = np.asarray(values, dtype=np.float64)
+        if values.shape != grid.shape:
+            raise InputError(
+                f"coverage_by_series[{name!r}] must have shape {grid.shape} to match "
+                f"strengths, got {values.shape}"
+            )
+        yerr = None if errors is None else 1.96 * np.asarray(errors, dtype=np.float64)
+        axes.errorbar(grid, values, yerr=yerr, marker="o", capsize=3, label=name)
+    if nominal is not None:
+        axes.axhline(nominal, color="black", linestyle="--", label=f"nominal {nominal:.0%}")
+    if (grid > 0).all() and grid.max() / grid.min() > 20:
+        axes.set_xscale("log")
+    elif grid.max() > 20 * max(grid[grid > 0].min(initial=grid.max()), 1e-12):
+        axes.set_xscale("symlog", linthresh=max(grid[grid > 0].min(initial=1.0), 1e-12))
+        if grid.min() >= 0:  # no empty negative half
+            axes.set_xlim(left=0.0, right=grid.max() * 1.3)
+    axes.set(xlabel=xlabel, ylabel=ylabel)
+    axes.set_title(title)
+    _legend_outside(axes)
+    return figure
+
+
+def _legend_outside(axes: Axes) -> None:
+    """Grid, and the legend to the right of the axes (many series would hide the lines)."""
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
 
 
 def _legend_and_grid(axes: Axes) -> None:

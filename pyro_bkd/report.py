@@ -83,6 +83,9 @@ def write_report(
     if posterior_path.is_file():
         idata = export.load(posterior_path)
         tables = [attribute_table(idata.attrs), *tables]
+        sets = label_set_table(idata, verdict)
+        if sets is not None:
+            tables.append(sets)
         convergence = convergence_table(idata, top)
         if convergence is not None:
             tables.append(convergence)
@@ -162,6 +165,38 @@ def verdict_of(values: Mapping[str, Any]) -> str | None:
 def attribute_table(attrs: Mapping[str, Any]) -> Table:
     """The run attributes of the ``InferenceData`` (method, hyper-parameters, versions, ...)."""
     return Table("Run", ["attribute", "value"], [[k, format_value(v)] for k, v in attrs.items()])
+
+
+def label_set_table(idata: Any, verdict: str | None = None) -> Table | None:
+    """Coverage of the credible label sets of ``posterior.nc``'s draws at each level of
+    :data:`pyro_bkd.metrics.LABEL_SET_LEVELS`: the share ``c`` of test inputs whose label
+    ``y_test`` lies in the set, its binomial standard error ``sqrt(c (1 - c) / N)``, the mean
+    set size and the mean predictive mass of the sets (the coverage a calibrated model
+    expects); see :func:`pyro_bkd.metrics.label_set_coverage`. The title carries the run's
+    convergence ``verdict`` when there is one. ``None`` without ``probs`` or ``y_test``.
+    """
+    try:
+        group = uq.probs_group(idata)
+    except ValueError:
+        return None
+    constant = getattr(idata, "predictions_constant_data", None)
+    if constant is None or "y_test" not in constant.data_vars:
+        return None
+    rows = metrics.label_set_coverages(group["probs"], constant["y_test"].values)
+    body = [
+        [
+            f"{row.level:.0%}",
+            format_value(row.coverage),
+            format_value(row.se),
+            format_value(row.mean_size),
+            format_value(row.mean_mass),
+        ]
+        for row in rows
+    ]
+    title = "Credible label sets on the test set"
+    if verdict is not None:
+        title += f" (chains: {verdict.split(':')[0]})"
+    return Table(title, ["level", "coverage", "se", "mean size", "mean mass"], body)
 
 
 def convergence_table(idata: Any, top: int = TOP_ENTRIES) -> Table | None:

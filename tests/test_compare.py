@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pyro_bkd import cli, export, metrics, models
+from pyro_bkd import cli, export, metrics, models, uq
 from pyro_bkd.data.loaders import SHARED_DATA_DIR
 from pyro_bkd.pipeline import COMPARE_METHODS, CompareOptions, run_compare, save_teacher
 from pyro_bkd.pipeline.compare import QUICK_BUDGET
@@ -79,6 +79,33 @@ def test_elpd_columns_follow_from_the_saved_predictions(
     assert min(gaps) == 0.0 and all(gap >= 0 for gap in gaps)
 
 
+def test_label_set_columns_follow_from_the_saved_predictions(
+    every_method: tuple[Path, dict],
+) -> None:
+    """Coverage of the credible label sets for every method, the single-draw rows included
+    (their set: the smallest top-class set reaching the level), from the stored draws."""
+    out, values = every_method
+    for row in (row for row in values["rows"] if row["status"] == "ok"):
+        idata = export.load(out / row["method"] / "posterior.nc")
+        probs = idata.predictions["probs"].values
+        y = idata.predictions_constant_data["y_test"].values
+        for level in metrics.LABEL_SET_LEVELS:
+            key = metrics.level_key(level)
+            mask = uq.credible_sets(probs, level)
+            covered = mask[np.arange(y.size), y].mean()
+            assert row[f"set_coverage_{key}"] == pytest.approx(covered)
+            assert row[f"set_coverage_{key}_se"] == pytest.approx(
+                np.sqrt(covered * (1 - covered) / y.size)
+            )
+            assert row[f"set_size_{key}"] == pytest.approx(mask.sum(1).mean())
+        if row["draws"] == 1:  # by hand: the top classes up to mass 0.95
+            q = probs[0, 0, 0]
+            order = np.argsort(-q)
+            need = int(np.searchsorted(np.cumsum(q[order]), 0.95 - 1e-12)) + 1
+            expected = set(order[:need].tolist())
+            assert set(np.flatnonzero(uq.credible_sets(probs[:, :, :1], 0.95)[0])) == expected
+
+
 def test_csv_and_markdown(every_method: tuple[Path, dict]) -> None:
     out, values = every_method
     with open(out / "comparison.csv", newline="") as handle:
@@ -87,6 +114,11 @@ def test_csv_and_markdown(every_method: tuple[Path, dict]) -> None:
     assert float(table[0]["accuracy"]) == pytest.approx(values["rows"][0]["accuracy"])
     markdown = (out / "comparison.md").read_text()
     assert all(f"| {method} |" in markdown for method in COMPARE_METHODS)
+    assert "95% set cov (se)" in markdown and "95% set size" in markdown
+    kd = next(row for row in table if row["method"] == "kd")
+    assert float(kd["set_coverage_99"]) == pytest.approx(
+        next(r for r in values["rows"] if r["method"] == "kd")["set_coverage_99"]
+    )
 
 
 def test_a_failing_method_is_marked_and_the_others_are_kept(tmp_path: Path) -> None:

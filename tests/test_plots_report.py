@@ -12,7 +12,7 @@ import pytest
 from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 
-from pyro_bkd import export, metrics, plots, report
+from pyro_bkd import export, metrics, plots, report, uq
 
 # ArviZ 0.23's matplotlib backend calls an API deprecated in matplotlib 3.11; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore::matplotlib.MatplotlibDeprecationWarning")
@@ -139,6 +139,14 @@ def test_report_embeds_plots_and_tables(data: tuple, tmp_path: Path) -> None:
     markdown = md_path.read_text(encoding="utf-8")
     assert "![ranking curve](plots/ranking_curve.png)" in markdown
     assert "| metric | kd | bkd |" in markdown
+    assert "| set_coverage_95 |" in markdown  # from metrics.summarize
+    # The label-set table from posterior.nc: the coverage of the 95% sets, recomputed.
+    assert "## Credible label sets on the test set" in markdown
+    row = next(line for line in markdown.splitlines() if line.startswith("| 95% |"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    mask = uq.credible_sets(probs, 0.95)
+    assert float(cells[1]) == pytest.approx(mask[np.arange(y.size), y].mean(), abs=5e-4)
+    assert float(cells[3]) == pytest.approx(mask.sum(1).mean(), rel=1e-3)
 
 
 def test_report_convergence_table_lists_largest_rhat(data: tuple, tmp_path: Path) -> None:

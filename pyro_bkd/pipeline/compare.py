@@ -13,9 +13,12 @@ same KD warm start with a fixed budget (:data:`PRESETS`), and writes
 
 Columns: accuracy, NLL, Brier, ECE and MD-AUROC of the posterior-mean prediction
 ``qbar(x) = mean_s q^(s)(x)``; the mean width of the 95% equal-tailed intervals; coverage of
-``p*`` (synthetic data only, ``None`` here); R-hat, bulk ESS and the convergence verdict of the
-Markov chains (``hmc``, ``sghmc``, ``sgld``, ``psgld``, ``nuts``; the other methods' draws are
-independent); the test-set ELPD
+``p*`` (synthetic data only, ``None`` here); the coverage of the credible label sets at 90, 95
+and 99% with its binomial standard error and the mean set size
+(:func:`pyro_bkd.metrics.label_set_coverage`; for the single-draw rows, teacher, student
+and KD, the smallest set of top classes whose softmax probability reaches the level); R-hat,
+bulk ESS and the convergence verdict of the Markov chains (``hmc``, ``sghmc``, ``sgld``,
+``psgld``, ``nuts``; the other methods' draws are independent); the test-set ELPD
 ``sum_n log qbar_{y_n}(x_n)`` with its standard error ``sqrt(N var_n(e_n))`` and, against the
 best method, the difference and its paired standard error ``sqrt(N var_n(e_n - e_n^best))``
 (as ``az.compare`` does, but on held-out labels, so no PSIS approximation is needed); wall
@@ -117,6 +120,7 @@ COLUMNS: tuple[str, ...] = (
     "md_auroc",
     "mean_interval_width",
     "coverage",
+    *metrics.label_set_keys(),
     "max_rhat",
     "min_ess_bulk",
     "verdict",
@@ -580,6 +584,8 @@ MARKDOWN_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("ece", "ECE", ".4f"),
     ("md_auroc", "MD-AUROC", ".3f"),
     ("mean_interval_width", "95% width", ".4f"),
+    ("set_coverage_95", "95% set cov (se)", ".4f"),
+    ("set_size_95", "95% set size", ".2f"),
     ("max_rhat", "max R-hat", ".3f"),
     ("min_ess_bulk", "min ESS", ".0f"),
     ("elpd_test", "ELPD", ".1f"),
@@ -615,14 +621,20 @@ def to_markdown(table: Sequence[dict[str, Any]], settings: dict[str, Any]) -> st
                 text = "–" if value is None else format(value, spec)
                 if key == "elpd_diff" and value is not None:
                     text += f" ({row['elpd_dse']:.1f})"
+                if key == "set_coverage_95" and value is not None:
+                    text += f" ({row['set_coverage_95_se']:.4f})"
                 cells.append(text)
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
         "Probabilities are posterior means over the draws. ELPD is the test-set log "
         "predictive density sum_n log qbar(y_n | x_n); dELPD is the gap to the best method "
-        "with its paired standard error. Time is each method's own stage (the Bayesian "
-        "methods start from the KD student, whose training time is in the kd row).",
+        "with its paired standard error. Set cov is the share of test inputs whose label lies "
+        "in the 95% credible label set (for one draw: the smallest set of top classes with "
+        "probability >= 0.95), with its binomial standard error sqrt(c (1 - c) / N); set size "
+        "is the mean number of labels in it (90% and 99% are in comparison.csv). Time is each "
+        "method's own stage (the Bayesian methods start from the KD student, whose training "
+        "time is in the kd row).",
     ]
     failed = [row for row in table if row["status"] != "ok"]
     if failed:
