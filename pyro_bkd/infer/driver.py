@@ -145,7 +145,7 @@ def sample(
             ``"backoff"``: restart from the last good state with half the step.
         distributed: split the run over the processes of ``torch.distributed`` (launched by
             ``torchrun``): ``"chains"`` (each rank runs ``num_chains / K`` chains on its own
-            device; the draws equal a one-process run's bit for bit), ``"data"`` (each rank
+            device; on CPUs the draws equal a one-process run's bit for bit), ``"data"`` (each rank
             holds ``N / K`` training points, gradients are summed over ranks), ``True``
             (``"chains"``), ``False``, or ``None``: ``"chains"`` when a process group of
             more than one process is initialised. Every rank returns the whole result; write

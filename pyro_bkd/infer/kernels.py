@@ -24,8 +24,8 @@ To ArviZ: :func:`pyro_bkd.export.from_mcmc` turns a finished run on a
 probabilities at ``x_test`` in ``predictions``, these statistics in ``sample_stats``).
 ``az.from_pyro(mcmc)`` (ArviZ 0.23) runs too, but its ``sample_stats`` reads only
 ``divergences`` from the diagnostics (so holds only ``diverging``), and it lists every
-observed site as data, including the ``pyro.factor`` of the teacher prior (``teacher_prior``,
-an empty ``(N, 0)`` array in ``observed_data`` and the TIP term in ``log_likelihood``): use
+observed site as data: ``y``, and ``teacher_prior``, whose value is the teacher's
+probabilities ``p [N, K]`` and whose log-likelihood is the TIP term per example: use
 ``var_name="y"`` with ``az.loo`` there.
 """
 

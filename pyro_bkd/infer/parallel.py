@@ -8,7 +8,9 @@ arguments. Two ways to split the work (:class:`Partition`):
   randomness is its own stream seeded from ``(seed, chain)``
   (:mod:`~pyro_bkd.infer.streams`), the run-level choices come from the shared stream, and
   what warm-up pools over chains (dual averaging's acceptance rate) is gathered first; so
-  ``K`` processes produce exactly the draws of one process running all ``C`` chains. At the
+  on CPUs ``K`` processes produce exactly the draws of one process running all ``C`` chains
+  (bit for bit). On GPUs they agree up to float rounding only: cuBLAS picks its kernels by
+  the number of chains batched in a process (measured on an H200: 2e-5 after 20 draws). At the
   end every rank gathers all chains' draws and sample stats (``all_gather``), so all ranks
   return the same :class:`~pyro_bkd.infer.result.SamplingResult`.
 - ``"data"``: every rank runs all ``C`` chains on its shard of the ``N`` training points
@@ -137,8 +139,9 @@ def is_main_process() -> bool:
 
 def init_process_group() -> None:
     """Initialise ``torch.distributed`` from torchrun's environment (``RANK``,
-    ``WORLD_SIZE``, ``MASTER_ADDR``, ...) unless it is already: NCCL when CUDA is present,
-    else gloo."""
+    ``WORLD_SIZE``, ``MASTER_ADDR``, ...) unless it is already: gloo for CPU tensors and, when
+    CUDA is present, NCCL for CUDA tensors (``"cpu:gloo,cuda:nccl"``), so a CPU run on a GPU
+    machine works too."""
     if not dist.is_available():
         raise InputError("distributed sampling needs a torch build with torch.distributed")
     if dist.is_initialized():
@@ -148,7 +151,7 @@ def init_process_group() -> None:
             "distributed=True outside torchrun: launch with `torchrun --nproc_per_node=K ...` "
             "or call torch.distributed.init_process_group first"
         )
-    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    dist.init_process_group("cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo")
 
 
 def local_device() -> torch.device:
@@ -156,15 +159,25 @@ def local_device() -> torch.device:
     ``LOCAL_RANK``), else the CPU."""
     if torch.cuda.is_available():
         index = int(os.environ.get("LOCAL_RANK", "0"))
+        if index >= torch.cuda.device_count():
+            raise InputError(
+                f"process {index} of this machine has no GPU of its own "
+                f"({torch.cuda.device_count()} found): launch at most that many processes per "
+                "machine (--nproc_per_node), or run on the CPU (--device cpu)"
+            )
         torch.cuda.set_device(index)
         return torch.device("cuda", index)
     return torch.device("cpu")
 
 
 def _collective_device(device: torch.device) -> torch.device:
-    """Where a tensor must be for the process group's backend (NCCL: the current GPU)."""
-    if dist.get_backend() == "nccl":
+    """Where a tensor on ``device`` must be for the process group's backend: the current GPU
+    for a group of NCCL alone, the CPU for gloo alone, else where it is."""
+    backend = dist.get_backend()
+    if backend == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
+    if backend == "gloo":
+        return torch.device("cpu")
     return device
 
 
