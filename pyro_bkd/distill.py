@@ -26,12 +26,12 @@ from tqdm import tqdm
 
 from pyro_bkd import _checks
 from pyro_bkd._checks import InputError, InputTypeError
+from pyro_bkd._torch import EVAL_BATCH, default_device, device_of, eval_mode, seeded
 from pyro_bkd.kd import CONVENTIONS, Convention, kd_kl, kd_loss, kl_scale
-from pyro_bkd.teachers import default_device, evaluating
 
 OptimizerName = Literal["adam", "sgd"]
 OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
-_EVAL_BATCH = 512  # batch size of the no-grad passes of accuracy()
+_EVAL_BATCH = EVAL_BATCH  # batch size of the no-grad passes of accuracy()
 
 
 @dataclass
@@ -93,8 +93,8 @@ def accuracy(
     _checks.tensor("x", x)
     _checks.labels("y", y, x.shape[0], None)
     batch_size = _checks.positive_int("batch_size", batch_size)
-    device = _device_of(student)
-    with evaluating(student), torch.no_grad():
+    device = device_of(student)
+    with eval_mode(student), torch.no_grad():
         hits = sum(
             (student(xb.to(device)).argmax(-1) == yb.to(device)).sum().item()
             for xb, yb in zip(torch.split(x, batch_size), torch.split(y, batch_size), strict=True)
@@ -215,8 +215,7 @@ def train_student_kd(
     settings = {"temperature": float(temperature), "alpha": float(alpha), "convention": convention}
     generator = torch.Generator().manual_seed(seed)
     history: dict[str, list[float]] = {}
-    with torch.random.fork_rng(devices=_cuda_indices(device)):
-        torch.manual_seed(seed)
+    with seeded(seed, device):
         bar = tqdm(range(epochs), desc="KD student", disable=not progress)
         for epoch in bar:
             record = _train_epoch(
@@ -313,15 +312,3 @@ def _check_data(x: torch.Tensor, y: torch.Tensor, teacher_logits: torch.Tensor |
         _checks.logits("teacher_logits", teacher_logits, x.shape[0])
         num_classes = teacher_logits.shape[1]
     _checks.labels("y", y, x.shape[0], num_classes)
-
-
-def _device_of(module: nn.Module) -> torch.device:
-    tensor = next(iter(module.parameters()), None)
-    return torch.device("cpu") if tensor is None else tensor.device
-
-
-def _cuda_indices(device: torch.device) -> list[int]:
-    """The CUDA device whose RNG :func:`torch.random.fork_rng` must fork (none on CPU)."""
-    if device.type != "cuda":
-        return []
-    return [torch.cuda.current_device() if device.index is None else device.index]

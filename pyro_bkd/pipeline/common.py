@@ -19,6 +19,7 @@ from torch import nn
 
 from pyro_bkd import _atomic, _checks, metrics, models
 from pyro_bkd._checks import InputError
+from pyro_bkd._torch import seeded
 
 Log = Callable[[str], None]
 
@@ -225,8 +226,7 @@ def build_student(spec: str, x: torch.Tensor, num_classes: int, seed: int = 0) -
         size = num_weights(models.build(name, num_classes, **inputs, **kwargs))
     if size > MAX_WEIGHTS:
         raise InputError(f"student {spec!r} has {size} weights; at most {MAX_WEIGHTS} are allowed")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         student = models.build(name, num_classes, **inputs, **kwargs)
     try:
         with torch.no_grad():
@@ -357,10 +357,3 @@ def summary_of_point(probs: Any, y: Any) -> dict[str, Any]:
 def point_metrics(logits: torch.Tensor, y: torch.Tensor | None) -> dict:
     """Accuracy, NLL, ECE, Brier, MD AUROC, mean deviance of a point prediction."""
     return summary_of_point(point_probs(logits), y)
-
-
-def cuda_indices(device: torch.device) -> list[int]:
-    """The CUDA device whose RNG :func:`torch.random.fork_rng` must fork (none on CPU)."""
-    if device.type != "cuda":
-        return []
-    return [torch.cuda.current_device() if device.index is None else device.index]

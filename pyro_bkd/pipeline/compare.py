@@ -43,6 +43,7 @@ from torch import nn
 
 from pyro_bkd import __version__, _atomic, export, metrics
 from pyro_bkd._checks import InputError
+from pyro_bkd._torch import network_logits
 from pyro_bkd.data import Dataset, DistillationData, few_shot_indices, load_dataset, standardize
 from pyro_bkd.distill import train_student_kd, weight_decay_for_prior
 from pyro_bkd.infer.verdict import diagnose
@@ -524,7 +525,7 @@ def _budget_of(method: str, budget: MethodBudget) -> MethodBudget:
 
 def _point_output(student: nn.Module, x_test: torch.Tensor, method: str) -> MethodOutput:
     return MethodOutput(
-        point_probs(teacher_logits(student, x_test)), None, None, {"method": method}
+        point_probs(network_logits(student, x_test)), None, None, {"method": method}
     )
 
 

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from pyro_bkd import __version__, export, metrics, models, plots, uq
+from pyro_bkd._torch import network_logits, seeded
 from pyro_bkd.data import DistillationData, add_input_noise, load_dataset
 from pyro_bkd.distill import train_student_kd, weight_decay_for_prior
 from pyro_bkd.infer.driver import DEFAULT_METHOD, sample
@@ -137,8 +138,7 @@ def _demo_into(
 
     log(f"[1/5] teacher: MLP {in_features}-256-256-{num_classes}, {budget.teacher_epochs} epochs")
     stage = time.perf_counter()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         teacher = models.build(
             "mlp", num_classes, in_features=in_features, hidden=DEMO_TEACHER_HIDDEN
         )
@@ -166,8 +166,7 @@ def _demo_into(
     student_seed = seed + 1
 
     def new_student() -> nn.Module:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(student_seed)
+        with seeded(student_seed):
             return models.build(
                 "mlp", num_classes, in_features=in_features, hidden=DEMO_STUDENT_HIDDEN
             )
@@ -195,7 +194,7 @@ def _demo_into(
         **train_options,
     ).student
     methods["student_alone"] = {
-        **point_metrics(teacher_logits(alone, x_test), y_test),
+        **point_metrics(network_logits(alone, x_test), y_test),
         "weights": num_weights(alone),
         "wall_seconds": seconds(stage),
     }
@@ -210,7 +209,7 @@ def _demo_into(
         weight_decay=weight_decay_for_prior(DEMO_PRIOR_SCALE, num_train, DEMO_ALPHA),
         **train_options,
     ).student
-    kd_test_logits = teacher_logits(kd_student, x_test)
+    kd_test_logits = network_logits(kd_student, x_test)
     kd_probs = point_probs(kd_test_logits)
     methods["kd"] = {
         **point_metrics(kd_test_logits, y_test),
@@ -357,7 +356,7 @@ def _noise_test(
     for level in NOISE_LEVELS:
         noisy = add_input_noise(x_test, level, seed=seed)
         bkd.append(uq.mean_deviance(predict_probs(student, weights, noisy)))
-        kd.append(uq.mean_deviance(point_probs(teacher_logits(kd_student, noisy))))
+        kd.append(uq.mean_deviance(point_probs(network_logits(kd_student, noisy))))
     bkd_array, kd_array = np.stack(bkd), np.stack(kd)
     return {
         "bkd": bkd_array,

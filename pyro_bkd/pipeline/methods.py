@@ -27,6 +27,7 @@ from torch import nn
 from torch.func import stack_module_state
 
 from pyro_bkd._checks import InputError
+from pyro_bkd._torch import rng_devices
 from pyro_bkd.baselines import add_dropout, ensemble_probs, mc_dropout_probs, train_kd_ensemble
 from pyro_bkd.data import DistillationData
 from pyro_bkd.distill import train_student_kd, weight_decay_for_prior
@@ -34,7 +35,7 @@ from pyro_bkd.infer.driver import sample
 from pyro_bkd.infer.svi import fit_svi
 from pyro_bkd.kd import alpha_from_strength
 from pyro_bkd.model import BKDModel
-from pyro_bkd.pipeline.common import cuda_indices, num_weights
+from pyro_bkd.pipeline.common import num_weights
 from pyro_bkd.predictive import check_finite_probs, predict_probs
 
 #: The Markov-chain methods, run by :func:`pyro_bkd.sample` (R-hat and ESS apply).
@@ -259,7 +260,7 @@ def _run_svi(method: str, inputs: MethodInputs, budget: MethodBudget) -> MethodO
         progress=inputs.progress,
     )
     num_samples = 1 if method == "map" else budget.num_samples
-    with torch.random.fork_rng(devices=cuda_indices(inputs.device)):
+    with torch.random.fork_rng(devices=rng_devices(inputs.device)):
         pyro.set_rng_seed(inputs.seed)
         draws = fit.draws(num_samples)
         probs = predict_probs(model.student, draws, inputs.x_test)
@@ -293,7 +294,7 @@ def _run_nuts(inputs: MethodInputs, budget: MethodBudget) -> MethodOutput:
     per_chain: list[dict[str, torch.Tensor]] = []
     divergences = 0
     for chain in range(budget.chains):
-        with torch.random.fork_rng(devices=cuda_indices(inputs.device)):
+        with torch.random.fork_rng(devices=rng_devices(inputs.device)):
             pyro.set_rng_seed(inputs.seed + chain)
             kernel = NUTS(
                 model, init_strategy=init_to_value(values=start_values), full_mass=dense_mass
