@@ -34,7 +34,7 @@ import csv
 import io
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -233,7 +233,6 @@ class CompareOptions:
     data_root: str | None = None
     device: str | None = None
     progress: bool = True
-    extra_attrs: dict[str, Any] = field(default_factory=dict)
 
 
 def check_compare_options(options: CompareOptions) -> tuple[str, ...]:
@@ -402,7 +401,6 @@ def _compare_into(
         "strength": strength,
         "prior_scale": PRIOR_SCALE,
         "seed": options.seed,
-        **options.extra_attrs,
     }
     for method in reported:
         if method not in outputs:

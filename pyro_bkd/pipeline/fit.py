@@ -11,7 +11,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -249,7 +249,6 @@ class FitOptions:
     progress: bool = True
     distributed: str = "auto"
     checkpoint: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def resolved(self) -> FitOptions:
         """A copy with method defaults filled in, after checking every option."""
