@@ -45,7 +45,6 @@ from pyro_bkd import __version__, _atomic, export, metrics
 from pyro_bkd._checks import InputError
 from pyro_bkd._torch import network_logits
 from pyro_bkd.data import Dataset, DistillationData, few_shot_indices, load_dataset, standardize
-from pyro_bkd.distill import train_student_kd, weight_decay_for_prior
 from pyro_bkd.infer.verdict import diagnose
 from pyro_bkd.kd import strength_from_alpha
 from pyro_bkd.pipeline.common import (
@@ -70,7 +69,6 @@ from pyro_bkd.pipeline.methods import (
     MethodInputs,
     MethodOutput,
     check_method,
-    kd_options,
     run_method,
 )
 from pyro_bkd.pipeline.teacher import (
@@ -329,44 +327,10 @@ def _compare_into(
         return build_student(preset.student, x_train, num_classes, seed=seed)
 
     strength = strength_from_alpha(KD_ALPHA, TEMPERATURE)
-    training = kd_options(
-        TEMPERATURE,
-        strength,
-        PRIOR_SCALE,
-        len(y_train),
-        budget,
-        device=dev,
-        progress=options.progress,
-    )
     kd_student = new_student(options.seed)
-    log(
-        f"student {preset.student} ({num_weights(kd_student)} weights): alone and by KD, "
-        f"{budget.kd_epochs} epochs each"
-    )
-    if "student" in methods:
-        stage = time.perf_counter()
-        alone = train_student_kd(
-            new_student(options.seed),
-            x_train,
-            y_train,
-            None,
-            seed=options.seed,
-            **{
-                **training,
-                "alpha": 0.0,
-                "weight_decay": weight_decay_for_prior(PRIOR_SCALE, len(y_train), 0.0),
-            },
-        ).student
-        outputs["student"] = _point_output(alone, dataset.x_test, "student")
-        rows["student"] = {"wall_seconds": seconds(stage)}
-    stage = time.perf_counter()
-    train_student_kd(kd_student, x_train, y_train, t_train, seed=options.seed, **training)
-    outputs["kd"] = _point_output(kd_student, dataset.x_test, "kd")
-    rows["kd"] = {"wall_seconds": seconds(stage)}
-
     inputs = MethodInputs(
         new_student=new_student,
-        warm_student=kd_student,
+        warm_student=kd_student,  # trained by KD below, before any method copies it
         train=DistillationData(x_train, y_train, t_train),
         x_test=dataset.x_test,
         temperature=TEMPERATURE,
@@ -376,6 +340,19 @@ def _compare_into(
         device=dev,
         progress=options.progress,
     )
+    log(
+        f"student {preset.student} ({num_weights(kd_student)} weights): alone and by KD, "
+        f"{budget.kd_epochs} epochs each"
+    )
+    if "student" in methods:
+        stage = time.perf_counter()
+        alone = inputs.fit_map(new_student(options.seed), budget, alone=True).student
+        outputs["student"] = _point_output(alone, dataset.x_test, "student")
+        rows["student"] = {"wall_seconds": seconds(stage)}
+    stage = time.perf_counter()
+    inputs.fit_map(kd_student, budget)
+    outputs["kd"] = _point_output(kd_student, dataset.x_test, "kd")
+    rows["kd"] = {"wall_seconds": seconds(stage)}
 
     for method in (m for m in methods if m not in POINT_METHODS):
         log(f"{method}")

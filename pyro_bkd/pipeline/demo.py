@@ -23,7 +23,7 @@ from torch import nn
 from pyro_bkd import __version__, export, metrics, models, plots, uq
 from pyro_bkd._torch import network_logits, seeded
 from pyro_bkd.data import DistillationData, add_input_noise, load_dataset
-from pyro_bkd.distill import train_student_kd, weight_decay_for_prior
+from pyro_bkd.distill import fit_map
 from pyro_bkd.infer.driver import DEFAULT_METHOD, sample
 from pyro_bkd.infer.svi import fit_svi
 from pyro_bkd.infer.verdict import ConvergenceWarning
@@ -184,13 +184,9 @@ def _demo_into(
         f"{budget.student_epochs} epochs each"
     )
     stage = time.perf_counter()
-    alone = train_student_kd(
-        new_student(),
-        x_train,
-        y_train,
-        None,
-        alpha=0.0,
-        weight_decay=weight_decay_for_prior(DEMO_PRIOR_SCALE, num_train, 0.0),
+    alone = fit_map(
+        BKDModel(new_student(), DEMO_TEMPERATURE, 0.0, DEMO_PRIOR_SCALE),
+        DistillationData(x_train, y_train),
         **train_options,
     ).student
     methods["student_alone"] = {
@@ -199,14 +195,10 @@ def _demo_into(
         "wall_seconds": seconds(stage),
     }
     stage = time.perf_counter()
-    kd_student = train_student_kd(
-        new_student(),
-        x_train,
-        y_train,
-        t_train,
-        temperature=DEMO_TEMPERATURE,
+    kd_student = fit_map(
+        BKDModel(new_student(), DEMO_TEMPERATURE, strength, DEMO_PRIOR_SCALE),
+        DistillationData(x_train, y_train, t_train),
         alpha=DEMO_ALPHA,
-        weight_decay=weight_decay_for_prior(DEMO_PRIOR_SCALE, num_train, DEMO_ALPHA),
         **train_options,
     ).student
     kd_test_logits = network_logits(kd_student, x_test)

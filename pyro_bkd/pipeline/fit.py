@@ -22,7 +22,6 @@ from pyro_bkd import __version__, _checks, export, metrics, plots
 from pyro_bkd._checks import InputError
 from pyro_bkd.data import DistillationData
 from pyro_bkd.data.loaders import read_npz
-from pyro_bkd.distill import train_student_kd
 from pyro_bkd.infer.driver import DEFAULT_BUDGETS, DEFAULT_METHOD
 from pyro_bkd.infer.driver import METHODS as SAMPLERS
 from pyro_bkd.infer.parallel import Partition, local_device
@@ -496,14 +495,7 @@ def _fit_inference(
     )
     if opts.warm_epochs > 0 and opts.method not in SELF_TRAINED:
         log(f"warm start: KD training for {opts.warm_epochs} epochs")
-        train_student_kd(
-            student,
-            train.x,
-            train.y,
-            train.teacher_logits,
-            seed=opts.seed,
-            **inputs.kd_options(budget),
-        )
+        inputs.fit_map(student, budget)
         partition.broadcast_module(student)
     log(f"inference: {opts.method}")
     stage = time.perf_counter()

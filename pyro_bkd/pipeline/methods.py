@@ -30,10 +30,9 @@ from pyro_bkd._checks import InputError
 from pyro_bkd._torch import rng_devices
 from pyro_bkd.baselines import add_dropout, ensemble_probs, mc_dropout_probs, train_kd_ensemble
 from pyro_bkd.data import DistillationData
-from pyro_bkd.distill import train_student_kd, weight_decay_for_prior
+from pyro_bkd.distill import KDResult, fit_map, kd_settings_for_map
 from pyro_bkd.infer.driver import sample
 from pyro_bkd.infer.svi import fit_svi
-from pyro_bkd.kd import alpha_from_strength
 from pyro_bkd.model import BKDModel
 from pyro_bkd.pipeline.common import num_weights
 from pyro_bkd.predictive import check_finite_probs, predict_probs
@@ -131,6 +130,19 @@ class MethodInputs:
         model = BKDModel(student, self.temperature, self.strength, self.prior_scale)
         return model.to(self.device)
 
+    def fit_map(self, student: nn.Module, budget: MethodBudget, *, alone: bool = False) -> KDResult:
+        """Train ``student`` in place by :func:`~pyro_bkd.distill.fit_map` on ``train`` (seed
+        ``seed``, ``kd_epochs``, ``batch_size`` and ``lr`` of ``budget``): KD as the MAP of
+        ``BKDModel(student, tau, lam, sigma)``; ``alone=True``: ``lam = 0`` and no teacher,
+        the MAP of the student trained alone."""
+        model = BKDModel(
+            student, self.temperature, 0.0 if alone else self.strength, self.prior_scale
+        )
+        train = DistillationData(self.train.x, self.train.y) if alone else self.train
+        return fit_map(
+            model, train, seed=self.seed, **_kd_training(budget, self.device, self.progress)
+        )
+
     def kd_options(self, budget: MethodBudget) -> dict[str, Any]:
         """:func:`kd_options` for these inputs."""
         return kd_options(
@@ -158,14 +170,18 @@ def kd_options(
     search of the BKD model (SPEC §3): ``alpha = lam / (lam + tau^2)`` and the weight decay of
     the ``Normal(0, sigma^2)`` weight prior; ``kd_epochs``, ``batch_size`` and ``lr`` of
     ``budget``."""
-    alpha = alpha_from_strength(strength, temperature)
     return {
-        "temperature": temperature,
-        "alpha": alpha,
+        **kd_settings_for_map(temperature, strength, prior_scale, num_train),
+        **_kd_training(budget, device, progress),
+    }
+
+
+def _kd_training(budget: MethodBudget, device: torch.device, progress: bool) -> dict[str, Any]:
+    """The training keywords of :func:`~pyro_bkd.distill.train_student_kd` from ``budget``."""
+    return {
         "epochs": budget.kd_epochs,
         "batch_size": budget.batch_size,
         "lr": budget.lr,
-        "weight_decay": weight_decay_for_prior(prior_scale, num_train, alpha),
         "device": device,
         "progress": progress,
     }
@@ -329,15 +345,7 @@ def _run_nuts(inputs: MethodInputs, budget: MethodBudget) -> MethodOutput:
 def _run_mc_dropout(inputs: MethodInputs, budget: MethodBudget) -> MethodOutput:
     """A fresh student (seed ``seed``) with dropout, trained by KD, masks drawn at test time."""
     student = add_dropout(inputs.new_student(inputs.seed), budget.dropout_rate, inputs.train.x[:2])
-    train = inputs.train
-    train_student_kd(
-        student,
-        train.x,
-        train.y,
-        train.teacher_logits,
-        seed=inputs.seed,
-        **inputs.kd_options(budget),
-    )
+    inputs.fit_map(student, budget)
     probs = mc_dropout_probs(student, inputs.x_test, budget.num_samples, seed=inputs.seed)
     config = {
         "method": "mc-dropout",
