@@ -105,6 +105,18 @@ def prior_scale(text: str) -> float | None:
 # --------------------------------------------------------------------------- parser
 
 
+def _defaults_help(field: str, chains_only: bool = False) -> str:
+    """``fit``'s default of ``field`` per method, from the method registry: methods that share
+    a value are grouped, e.g. ``hmc/sgld: 4; map: 1``."""
+    from pyro_bkd.pipeline.methods import REGISTRY
+
+    groups: dict[int, list[str]] = {}
+    for name, spec in REGISTRY.items():
+        if spec.markov_chain or not chains_only:
+            groups.setdefault(getattr(spec.default_budget, field), []).append(name)
+    return "; ".join(f"{'/'.join(names)}: {value}" for value, names in groups.items())
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of ``pyro-bkd`` and its subcommands."""
     from pyro_bkd.pipeline import (
@@ -193,25 +205,22 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument(
         "--num-samples",
         type=integer,
-        help=(
-            "draws per chain (hmc/sghmc/sgld/psgld/nuts/svi: 200; map: 1; mc-dropout: 200 masks; "
-            "ensemble: 5 members)"
-        ),
+        help=f"draws per chain; ensemble: members ({_defaults_help('num_samples')})",
     )
     fit.add_argument(
         "--warmup",
         type=integer,
-        help="warm-up iterations per chain (hmc: 300; sghmc: 16000; sgld/psgld: 8000; nuts: 200)",
+        help=f"warm-up iterations per chain ({_defaults_help('warmup', chains_only=True)})",
     )
     fit.add_argument(
         "--chains",
         type=integer,
-        help="chains (hmc/sghmc/sgld/psgld: 4, nuts: 2; svi/map/mc-dropout/ensemble: 1)",
+        help=f"chains ({_defaults_help('chains')})",
     )
     fit.add_argument(
         "--thin",
         type=integer,
-        help="keep every thin-th iteration (hmc: 1; sghmc: 120; sgld/psgld: 40; nuts: 1)",
+        help=f"keep every thin-th iteration ({_defaults_help('thin', chains_only=True)})",
     )
     fit.add_argument("--batch-size", type=integer, default=128, help="minibatch size m (128)")
     fit.add_argument(
