@@ -528,7 +528,7 @@ def _table(
             row.update({key: summary[key] for key in COLUMNS if key in summary})
             if summary["num_draws"] * summary["num_chains"] == 1:
                 row["mean_interval_width"] = None  # a point estimate has no interval
-            if not REGISTRY[method].markov_chain:  # independent draws: R-hat and ESS say nothing
+            if method not in REGISTRY or not REGISTRY[method].markov_chain:  # independent draws
                 row["max_rhat"] = row["min_ess_bulk"] = None
             else:
                 row["verdict"] = diagnose(probs).status
