@@ -199,19 +199,7 @@ def build_student(spec: str, x: torch.Tensor, num_classes: int, seed: int = 0) -
     sized = name in WIDTH_OPTION
     if name not in models.available() or (widths and not sized) or (":" in spec and not widths):
         raise InputError(f"unknown student {spec!r}; valid: {', '.join(valid)}")
-    kwargs: dict[str, Any] = {}
-    if widths:
-        if name == "mlp":
-            problem = f"student {spec!r}: hidden widths must be positive integers, e.g. mlp:128,128"
-        else:
-            problem = f"student {spec!r}: width must be one positive integer, e.g. {name}:16"
-        try:
-            sizes = tuple(int(width) for width in widths.split(","))
-        except ValueError:
-            raise InputError(problem) from None
-        if not all(width > 0 for width in sizes) or (name != "mlp" and len(sizes) != 1):
-            raise InputError(problem)
-        kwargs[WIDTH_OPTION[name]] = sizes if name == "mlp" else sizes[0]
+    kwargs = _width_options(spec, name, widths)
     features = math.prod(x.shape[1:])
     if name in FULLY_CONNECTED:
         inputs = {"in_features": features}
@@ -242,6 +230,24 @@ def build_student(spec: str, x: torch.Tensor, num_classes: int, seed: int = 0) -
             f"({min(2, x.shape[0])}, {num_classes})"
         )
     return student
+
+
+def _width_options(spec: str, name: str, widths: str) -> dict[str, Any]:
+    """The width keyword of ``models.build`` from ``spec``'s ``:W`` or ``:H1,H2,...`` part."""
+    kwargs: dict[str, Any] = {}
+    if widths:
+        if name == "mlp":
+            problem = f"student {spec!r}: hidden widths must be positive integers, e.g. mlp:128,128"
+        else:
+            problem = f"student {spec!r}: width must be one positive integer, e.g. {name}:16"
+        try:
+            sizes = tuple(int(width) for width in widths.split(","))
+        except ValueError:
+            raise InputError(problem) from None
+        if not all(width > 0 for width in sizes) or (name != "mlp" and len(sizes) != 1):
+            raise InputError(problem)
+        kwargs[WIDTH_OPTION[name]] = sizes if name == "mlp" else sizes[0]
+    return kwargs
 
 
 def point_probs(logits: torch.Tensor) -> torch.Tensor:

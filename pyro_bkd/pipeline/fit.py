@@ -501,7 +501,6 @@ def _fit_values(
     """The metrics (``metrics.json``) and the InferenceData (``posterior.nc``) of a fit."""
     output, weights, inference_seconds = fitted.output, fitted.weights, fitted.inference_seconds
     probs, stats, draws, config = output.probs, output.sample_stats, output.weights, output.config
-    num_train = int(data.x_train.shape[0])
     alpha = alpha_from_strength(opts.strength, opts.temperature)
     teacher_probs = None
     if data.teacher_logits_test is not None:
@@ -544,16 +543,25 @@ def _fit_values(
         log(f"verdict: {config['convergence']['message']}")
     if data.teacher_logits_test is not None:
         values["teacher"] = point_metrics(data.teacher_logits_test, data.y_test)
-    values["settings"] = {
+    values["settings"] = _fit_settings(opts, data, weights, config, dev)
+    values["wall_seconds"] = seconds(start)
+    return clean(values), idata
+
+
+def _fit_settings(
+    opts: FitOptions, data: FitData, weights: int, config: dict[str, Any], dev: torch.device
+) -> dict[str, Any]:
+    """The ``settings`` of a fit's ``metrics.json``."""
+    return {
         "data": os.path.abspath(opts.data),
         "student": opts.student,
         "weights": weights,
-        "num_train": num_train,
+        "num_train": int(data.x_train.shape[0]),
         "num_test": int(data.x_test.shape[0]),
         "num_classes": data.num_classes,
         "temperature": opts.temperature,
         "strength": opts.strength,
-        "kd_alpha": alpha,
+        "kd_alpha": alpha_from_strength(opts.strength, opts.temperature),
         "prior_scale": opts.prior_scale,
         "num_samples": opts.num_samples,
         "warmup": opts.warmup,
@@ -568,8 +576,6 @@ def _fit_values(
         "device": str(dev),
         "version": __version__,
     }
-    values["wall_seconds"] = seconds(start)
-    return clean(values), idata
 
 
 def _fit_write(
