@@ -137,6 +137,21 @@ class _DemoData:
         return f"{self.train.x.shape[1]}-%s-{self.dataset.num_classes}"
 
 
+@dataclass(frozen=True)
+class _DemoRun:
+    """What the student, MAP and BKD stages of the demo share; ``methods`` collects the rows."""
+
+    data: _DemoData
+    strength: float
+    budget: DemoBudget
+    options: dict[str, Any]  # seed, device, progress
+    methods: dict[str, dict[str, Any]]
+    log: Log
+
+    def unpacked(self) -> tuple:
+        return self.data, self.strength, self.budget, self.options, self.methods, self.log
+
+
 def _demo_into(
     out_dir: Path, name: str, seed: int, quick: bool, dev: torch.device, progress: bool, log: Log
 ) -> dict[str, Any]:
@@ -150,10 +165,11 @@ def _demo_into(
     data, methods["teacher"] = _demo_teacher(dataset, budget, seed, dev, progress, log)
     strength = strength_from_alpha(DEMO_ALPHA, DEMO_TEMPERATURE)
     options = {"seed": seed, "device": dev, "progress": progress}
-    kd_student = _demo_students(data, strength, budget, options, methods, log)
+    run = _DemoRun(data, strength, budget, options, methods, log)
+    kd_student = _demo_students(run)
     kd_probs = point_probs(network_logits(kd_student, data.x_test))
-    map_probs = _demo_map(data, strength, budget, options, methods, log)
-    result, bkd_model = _demo_bkd(data, kd_student, strength, budget, options, methods, log)
+    map_probs = _demo_map(run)
+    result, bkd_model = _demo_bkd(run, kd_student)
 
     log("[5/5] robustness to input noise, plots, posterior.nc, metrics.json, report")
     noise = _noise_test(bkd_model.student, result.weights, kd_student, data.x_test, seed)
@@ -239,16 +255,10 @@ def _demo_student(data: _DemoData, seed: int) -> nn.Module:
         )
 
 
-def _demo_students(
-    data: _DemoData,
-    strength: float,
-    budget: DemoBudget,
-    options: dict[str, Any],
-    methods: dict[str, dict[str, Any]],
-    log: Log,
-) -> nn.Module:
+def _demo_students(run: _DemoRun) -> nn.Module:
     """[2/5] The student alone and by KD (:func:`~pyro_bkd.distill.fit_map`, lam = 0 and
     lam); their rows; returns the KD student."""
+    data, strength, budget, options, methods, log = run.unpacked()
     train_options = {
         "epochs": budget.student_epochs,
         "batch_size": budget.batch_size,
@@ -286,16 +296,10 @@ def _demo_students(
     return kd_student
 
 
-def _demo_map(
-    data: _DemoData,
-    strength: float,
-    budget: DemoBudget,
-    options: dict[str, Any],
-    methods: dict[str, dict[str, Any]],
-    log: Log,
-) -> torch.Tensor:
+def _demo_map(run: _DemoRun) -> torch.Tensor:
     """[3/5] The MAP of the BKD model by SVI with a delta guide, from a fresh student; its row
     and its test probabilities."""
+    data, strength, budget, options, methods, log = run.unpacked()
     log(f"[3/5] MAP of BKDModel (lam = {strength:g}) by SVI with a delta guide")
     stage = time.perf_counter()
     student = _demo_student(data, options["seed"])
@@ -321,16 +325,9 @@ def _demo_map(
     return map_probs
 
 
-def _demo_bkd(
-    data: _DemoData,
-    kd_student: nn.Module,
-    strength: float,
-    budget: DemoBudget,
-    options: dict[str, Any],
-    methods: dict[str, dict[str, Any]],
-    log: Log,
-) -> tuple[Any, BKDModel]:
+def _demo_bkd(run: _DemoRun, kd_student: nn.Module) -> tuple[Any, BKDModel]:
     """[4/5] BKD: chains of ``budget.method`` dispersed around the KD student; its row."""
+    data, strength, budget, options, methods, log = run.unpacked()
     log(
         f"[4/5] BKD by {budget.method}: {budget.chains} chains x {budget.num_samples} draws, "
         "dispersed around the KD student"
