@@ -55,6 +55,7 @@ from pyro_bkd import (
     DistillationData,
     NonFiniteError,
     cmi,
+    fit_map,
     models,
     sample,
     strength_from_alpha,
@@ -67,7 +68,7 @@ from pyro_bkd.data.loaders import (
     standardize,
 )
 from pyro_bkd.data.splits import few_shot_indices, zero_shot_indices
-from pyro_bkd.distill import accuracy, train_student_kd, weight_decay_for_prior
+from pyro_bkd.distill import accuracy
 from pyro_bkd.report import mean_sd, write_marked_section
 from pyro_bkd.teachers import teacher_logits, train_teacher
 
@@ -284,17 +285,18 @@ def distil_with_verdict(
     n = len(idx)
     student = build(config.student, config.student_kwargs, data.num_classes, seed=seed)
     epochs = max(1, math.ceil(config.kd_steps * config.batch_size / n))
-    train_student_kd(
+    model = BKDModel(
         student,
-        x,
-        y,
-        t,
         temperature=TEMPERATURE,
-        alpha=ALPHA,
+        strength=strength_from_alpha(ALPHA, TEMPERATURE),
+        prior_scale=PRIOR_SCALE,
+    )
+    fit_map(  # KD = the MAP of the model (alpha = lam / (lam + tau^2) = ALPHA)
+        model,
+        DistillationData(x, y, t),
         epochs=epochs,
         batch_size=min(config.batch_size, n),
         lr=config.kd_lr,
-        weight_decay=weight_decay_for_prior(PRIOR_SCALE, n, ALPHA),
         optimizer="adam",
         seed=seed,
         progress=False,
@@ -302,12 +304,6 @@ def distil_with_verdict(
     with torch.no_grad():
         kd_pred = torch.cat([student(b).argmax(-1) for b in torch.split(data.x_test, 512)])
     warm = {k: v.detach().clone() for k, v in student.named_parameters()}
-    model = BKDModel(
-        copy.deepcopy(student),
-        temperature=TEMPERATURE,
-        strength=strength_from_alpha(ALPHA, TEMPERATURE),
-        prior_scale=PRIOR_SCALE,
-    )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)  # short chains, by design

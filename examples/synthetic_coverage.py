@@ -43,7 +43,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from pyro_bkd import BKDModel, DistillationData, models, sample, strength_from_alpha, uq
+from pyro_bkd import (
+    BKDModel,
+    DistillationData,
+    fit_map,
+    models,
+    sample,
+    strength_from_alpha,
+    uq,
+)
 from pyro_bkd._atomic import write_text
 from pyro_bkd.data.synthetic import (
     SCENARIOS,
@@ -52,7 +60,6 @@ from pyro_bkd.data.synthetic import (
     synthetic,
     train_mlp_teacher,
 )
-from pyro_bkd.distill import train_student_kd, weight_decay_for_prior
 from pyro_bkd.infer import DEFAULT_METHOD, METHODS
 from pyro_bkd.metrics import accuracy, expected_calibration_error, max_rhat, md_auroc, nll
 
@@ -183,18 +190,20 @@ def run_scenario(scenario: str, args: argparse.Namespace) -> dict[str, object]:
         torch.manual_seed(args.seed)
         hidden = {"hidden": (32,)} if args.student == "mlp" else {}
         student = models.build(args.student, num_classes, in_features=dim, **hidden)
-    num_train = data.x_train.shape[0]
-    train_student_kd(
+    model = BKDModel(
         student,
-        data.x_train,
-        data.y_train,
-        teacher_logits,
         temperature=args.temperature,
+        strength=strength_from_alpha(args.alpha, args.temperature),
+        prior_scale=args.prior_scale,
+    )
+    train = DistillationData(data.x_train, data.y_train, teacher_logits)
+    fit_map(  # KD = the MAP of the model: the warm start of the chains
+        model,
+        train,
         alpha=args.alpha,
         epochs=args.kd_epochs,
         batch_size=128,
         lr=args.kd_lr,
-        weight_decay=weight_decay_for_prior(args.prior_scale, num_train, args.alpha),
         seed=args.seed,
         device="cpu",
         progress=False,
@@ -204,15 +213,9 @@ def run_scenario(scenario: str, args: argparse.Namespace) -> dict[str, object]:
     with torch.no_grad():
         kd_probs = student(data.x_test).softmax(-1)[None, None]  # [1, 1, N, K]
 
-    model = BKDModel(
-        student,
-        temperature=args.temperature,
-        strength=strength_from_alpha(args.alpha, args.temperature),
-        prior_scale=args.prior_scale,
-    )
     result = sample(
         model,
-        DistillationData(data.x_train, data.y_train, teacher_logits),
+        train,
         method=args.method,
         num_chains=args.chains,
         x_test=data.x_test,
@@ -238,7 +241,7 @@ def run_scenario(scenario: str, args: argparse.Namespace) -> dict[str, object]:
         "BKD MD-AUROC": md_auroc(probs, data.y_test),
         "BKD max R-hat": max_rhat(probs[:, :, :RHAT_INPUTS]),
         "BKD MAE(qbar,p*)": (posterior_mean - p_test).abs().mean().item(),
-        "step*N": float(result.sample_stats["step_size"][0, -1]) * num_train,
+        "step*N": float(result.sample_stats["step_size"][0, -1]) * len(train),
         "KD acc": accuracy(kd_probs, data.y_test),
         "KD ECE": expected_calibration_error(kd_probs, data.y_test),
         "KD NLL": nll(kd_probs, data.y_test),

@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 from pyro_bkd._checks import InputError
 from pyro_bkd.cmi import class_centroids, cmi
 from pyro_bkd.data import DistillationData
+from pyro_bkd.distill import fit_map
 from pyro_bkd.infer import (
     HMC,
     PSGLD,
@@ -47,6 +48,7 @@ __all__ = [
     "alpha_from_strength",
     "class_centroids",
     "cmi",
+    "fit_map",
     "freeze",
     "kd_loss",
     "predict_probs",

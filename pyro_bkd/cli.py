@@ -105,24 +105,38 @@ def prior_scale(text: str) -> float | None:
 # --------------------------------------------------------------------------- parser
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The parser of ``pyro-bkd`` and its subcommands."""
-    from pyro_bkd.pipeline import (
-        COMPARE_DATASETS,
-        COMPARE_METHODS,
-        DEFAULT_METHODS,
-        METHODS,
-        TEACHER_DATASETS,
-    )
-    from pyro_bkd.teachers import OBJECTIVES
+def _defaults_help(field: str, chains_only: bool = False) -> str:
+    """``fit``'s default of ``field`` per method, from the method registry: methods that share
+    a value are grouped, e.g. ``hmc/sgld: 4; map: 1``."""
+    from pyro_bkd.pipeline.methods import REGISTRY
 
+    groups: dict[int, list[str]] = {}
+    for name, spec in REGISTRY.items():
+        if spec.markov_chain or not chains_only:
+            groups.setdefault(getattr(spec.default_budget, field), []).append(name)
+    return "; ".join(f"{'/'.join(names)}: {value}" for value, names in groups.items())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``pyro-bkd`` and its subcommands: ``demo``, ``fit``, ``teacher``,
+    ``compare``, each added by its own ``_add_*_command``."""
     parser = _Parser(
         prog=PROG,
         description="Bayesian knowledge distillation with uncertainty quantification, on Pyro.",
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_demo_command(commands)
+    fit = _add_fit_command(commands)
+    _add_fit_budget(fit)
+    _add_fit_run_options(fit)
+    _add_teacher_command(commands)
+    _add_compare_command(commands)
+    return parser
 
+
+def _add_demo_command(commands: argparse._SubParsersAction) -> None:
+    """``pyro-bkd demo``: the whole workflow on digits."""
     demo = commands.add_parser(
         "demo",
         help="the whole workflow on scikit-learn's digits",
@@ -141,6 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_common(demo, default_threads="1")
     demo.set_defaults(handler=_demo)
+
+
+def _add_fit_command(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """``pyro-bkd fit``: its data, model and method options."""
+    from pyro_bkd.pipeline import METHODS
 
     fit = commands.add_parser(
         "fit",
@@ -190,28 +209,30 @@ def build_parser() -> argparse.ArgumentParser:
         "is always "
         "full-batch and Metropolis-corrected)",
     )
+    return fit
+
+
+def _add_fit_budget(fit: argparse.ArgumentParser) -> None:
+    """``pyro-bkd fit``: the budget of its method (draws, warm-up, steps, KD epochs)."""
     fit.add_argument(
         "--num-samples",
         type=integer,
-        help=(
-            "draws per chain (hmc/sghmc/sgld/psgld/nuts/svi: 200; map: 1; mc-dropout: 200 masks; "
-            "ensemble: 5 members)"
-        ),
+        help=f"draws per chain; ensemble: members ({_defaults_help('num_samples')})",
     )
     fit.add_argument(
         "--warmup",
         type=integer,
-        help="warm-up iterations per chain (hmc: 300; sghmc: 16000; sgld/psgld: 8000; nuts: 200)",
+        help=f"warm-up iterations per chain ({_defaults_help('warmup', chains_only=True)})",
     )
     fit.add_argument(
         "--chains",
         type=integer,
-        help="chains (hmc/sghmc/sgld/psgld: 4, nuts: 2; svi/map/mc-dropout/ensemble: 1)",
+        help=f"chains ({_defaults_help('chains')})",
     )
     fit.add_argument(
         "--thin",
         type=integer,
-        help="keep every thin-th iteration (hmc: 1; sghmc: 120; sgld/psgld: 40; nuts: 1)",
+        help=f"keep every thin-th iteration ({_defaults_help('thin', chains_only=True)})",
     )
     fit.add_argument("--batch-size", type=integer, default=128, help="minibatch size m (128)")
     fit.add_argument(
@@ -238,6 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument(
         "--steps", type=integer, default=2000, help="optimisation steps of map/svi (2000)"
     )
+
+
+def _add_fit_run_options(fit: argparse.ArgumentParser) -> None:
+    """``pyro-bkd fit``: seed, checkpoints, processes, outputs and the common options."""
     fit.add_argument("--seed", type=integer, default=0, help="random seed (0)")
     fit.add_argument(
         "--checkpoint",
@@ -268,6 +293,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_common(fit, default_threads="1")
     fit.set_defaults(handler=_fit)
+
+
+def _add_teacher_command(commands: argparse._SubParsersAction) -> None:
+    """``pyro-bkd teacher``: train an MLL or MCMI teacher."""
+    from pyro_bkd.pipeline import TEACHER_DATASETS
+    from pyro_bkd.teachers import OBJECTIVES
 
     teacher = commands.add_parser(
         "teacher",
@@ -324,6 +355,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(teacher)
     teacher.set_defaults(handler=_teacher)
 
+
+def _add_compare_command(commands: argparse._SubParsersAction) -> None:
+    """``pyro-bkd compare``: every method on one data set."""
+    from pyro_bkd.pipeline import COMPARE_DATASETS, COMPARE_METHODS, DEFAULT_METHODS
+
     compare = commands.add_parser(
         "compare",
         help="every inference method on one data set, one table",
@@ -358,7 +394,6 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--quick", action="store_true", help="a tiny budget (seconds, for tests)")
     _add_common(compare, default_threads="1")
     compare.set_defaults(handler=_compare)
-    return parser
 
 
 def method_list(text: str) -> tuple[str, ...]:

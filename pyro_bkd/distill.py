@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -26,12 +26,22 @@ from tqdm import tqdm
 
 from pyro_bkd import _checks
 from pyro_bkd._checks import InputError, InputTypeError
-from pyro_bkd.kd import CONVENTIONS, Convention, kd_kl, kd_loss, kl_scale
-from pyro_bkd.teachers import default_device, evaluating
+from pyro_bkd._torch import EVAL_BATCH, default_device, device_of, eval_mode, seeded
+from pyro_bkd.data.record import DistillationData
+from pyro_bkd.kd import (
+    CONVENTIONS,
+    Convention,
+    alpha_from_strength,
+    kd_kl,
+    kd_loss,
+    kl_scale,
+    strength_from_alpha,
+)
+from pyro_bkd.model import BKDModel
 
 OptimizerName = Literal["adam", "sgd"]
 OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
-_EVAL_BATCH = 512  # batch size of the no-grad passes of accuracy()
+_EVAL_BATCH = EVAL_BATCH  # batch size of the no-grad passes of accuracy()
 
 
 @dataclass
@@ -93,8 +103,8 @@ def accuracy(
     _checks.tensor("x", x)
     _checks.labels("y", y, x.shape[0], None)
     batch_size = _checks.positive_int("batch_size", batch_size)
-    device = _device_of(student)
-    with evaluating(student), torch.no_grad():
+    device = device_of(student)
+    with eval_mode(student), torch.no_grad():
         hits = sum(
             (student(xb.to(device)).argmax(-1) == yb.to(device)).sum().item()
             for xb, yb in zip(torch.split(x, batch_size), torch.split(y, batch_size), strict=True)
@@ -215,8 +225,7 @@ def train_student_kd(
     settings = {"temperature": float(temperature), "alpha": float(alpha), "convention": convention}
     generator = torch.Generator().manual_seed(seed)
     history: dict[str, list[float]] = {}
-    with torch.random.fork_rng(devices=_cuda_indices(device)):
-        torch.manual_seed(seed)
+    with seeded(seed, device):
         bar = tqdm(range(epochs), desc="KD student", disable=not progress)
         for epoch in bar:
             record = _train_epoch(
@@ -230,6 +239,70 @@ def train_student_kd(
             bar.set_postfix({key: f"{value:.4g}" for key, value in record.items()})
     student.eval()
     return KDResult(student=student, history=history)
+
+
+def kd_settings_for_map(
+    temperature: float,
+    strength: float,
+    prior_scale: float | None,
+    num_examples: int,
+    alpha: float | None = None,
+    convention: Convention = "tau2",
+) -> dict[str, float]:
+    """The ``temperature``, ``alpha`` and ``weight_decay`` of :func:`train_student_kd` under
+    which KD is the MAP search of ``BKDModel(student, tau, lam, sigma)`` (docs/spec.md §3).
+
+    ``alpha = lam / (lam + c)`` (:func:`~pyro_bkd.kd.alpha_from_strength`) and
+    ``wd = (1 - alpha) / (N sigma^2)`` (:func:`weight_decay_for_prior`). A caller that chose
+    ``lam = strength_from_alpha(alpha, tau)`` may pass that ``alpha`` to skip the float round
+    trip; it must give back ``lam``.
+    """
+    if alpha is None:
+        alpha = alpha_from_strength(strength, temperature, convention)
+    elif not math.isclose(strength_from_alpha(alpha, temperature, convention), strength):
+        raise InputError(
+            f"alpha {alpha!r} does not match strength {strength!r} at temperature "
+            f"{temperature!r}: KD would not be the MAP of the model"
+        )
+    return {
+        "temperature": temperature,
+        "alpha": alpha,
+        "weight_decay": weight_decay_for_prior(prior_scale, num_examples, alpha),
+    }
+
+
+def fit_map(
+    model: BKDModel,
+    data: DistillationData,
+    *,
+    alpha: float | None = None,
+    convention: Convention = "tau2",
+    **training: Any,
+) -> KDResult:
+    """KD is the MAP of BKD: train ``model.student`` in place by :func:`train_student_kd` with
+    the KD weight and weight decay that make the KD optimum the mode of ``model``'s posterior.
+
+    The KD temperature is the model's ``tau``, ``alpha`` and the weight decay come from its
+    ``tau``, ``lam`` and ``sigma`` (:func:`kd_settings_for_map`); ``data`` gives ``x``, ``y``
+    and the teacher logits (``None`` for a student trained alone, with ``lam = 0``).
+    ``training`` are the other keywords of :func:`train_student_kd` (``epochs``, ``lr``,
+    ``batch_size``, ``optimizer``, ``seed``, ``device``, ...). The trained student is the
+    natural warm start of :func:`pyro_bkd.sample`.
+    """
+    if not isinstance(model, BKDModel):
+        raise InputTypeError(f"model must be a pyro_bkd.BKDModel, got {type(model).__name__}")
+    settings = kd_settings_for_map(
+        model.temperature, model.strength, model.prior_scale, len(data), alpha, convention
+    )
+    return train_student_kd(
+        model.student,
+        data.x,
+        data.y,
+        data.teacher_logits,
+        convention=convention,
+        **settings,
+        **training,
+    )
 
 
 def _train_epoch(
@@ -313,15 +386,3 @@ def _check_data(x: torch.Tensor, y: torch.Tensor, teacher_logits: torch.Tensor |
         _checks.logits("teacher_logits", teacher_logits, x.shape[0])
         num_classes = teacher_logits.shape[1]
     _checks.labels("y", y, x.shape[0], num_classes)
-
-
-def _device_of(module: nn.Module) -> torch.device:
-    tensor = next(iter(module.parameters()), None)
-    return torch.device("cpu") if tensor is None else tensor.device
-
-
-def _cuda_indices(device: torch.device) -> list[int]:
-    """The CUDA device whose RNG :func:`torch.random.fork_rng` must fork (none on CPU)."""
-    if device.type != "cuda":
-        return []
-    return [torch.cuda.current_device() if device.index is None else device.index]

@@ -59,11 +59,6 @@ def alpha_from_strength(
     return alpha
 
 
-def soft_cross_entropy(target_probs: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    """``CE(a, softmax(z)) = -sum_k a_k log softmax(z)_k`` per row, shape ``[N]``."""
-    return -(target_probs * F.log_softmax(logits, dim=-1)).sum(-1)
-
-
 def kd_kl(
     student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
 ) -> torch.Tensor:

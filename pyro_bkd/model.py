@@ -34,6 +34,7 @@ from torch.func import functional_call, vmap
 
 from pyro_bkd import _checks
 from pyro_bkd._checks import InputError, InputTypeError
+from pyro_bkd._torch import device_of
 from pyro_bkd.priors import weight_prior
 
 DATA_PLATE = "data"
@@ -218,7 +219,7 @@ class BKDModel(PyroModule):
             num_classes = teacher_logits.shape[1]
         if y is not None:
             _checks.labels("y", y, num_examples, num_classes)
-        device = next(self.student.parameters()).device
+        device = device_of(self.student)
         _checks.same_device("the student", device, x=x, y=y, teacher_logits=teacher_logits)
 
     def forward(

@@ -13,8 +13,7 @@ with them; it is written in place, on the requested device. Pyro's
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 
 import pyro
 import torch
@@ -24,6 +23,7 @@ from torch.func import functional_call, vmap
 
 from pyro_bkd import _checks
 from pyro_bkd._checks import InputError
+from pyro_bkd._torch import eval_mode
 
 Draws = Mapping[str, torch.Tensor]
 PARTICLES_PLATE = "particles"
@@ -90,7 +90,7 @@ def predict_probs(
         per_input = max(1, x[0].numel())
         input_step = max(1, min(ROWS_PER_CALL // draw_chunk, INPUT_FLOATS_PER_CALL // per_input))
     out: torch.Tensor | None = None
-    with torch.no_grad(), _eval_mode(student):
+    with torch.no_grad(), eval_mode(student):
         for start in range(0, total, draw_chunk):
             chunk = {
                 name: value[start : start + draw_chunk].to(params[name])
@@ -260,18 +260,6 @@ def _check_draws(draws: Draws, params: Mapping[str, torch.Tensor]) -> tuple[int,
 
 def _device_of(params: Mapping[str, torch.Tensor]) -> torch.device:
     return next(iter(params.values())).device
-
-
-@contextmanager
-def _eval_mode(module: nn.Module) -> Iterator[None]:
-    """Put ``module`` in eval mode; restore every submodule's own mode on exit."""
-    modes = [(m, m.training) for m in module.modules()]
-    module.eval()
-    try:
-        yield
-    finally:
-        for m, training in modes:
-            m.training = training
 
 
 def _trace(

@@ -83,17 +83,3 @@ def weight_prior(
     return IsotropicNormal(
         prior_scale, parameter.shape, dtype=parameter.dtype, device=parameter.device
     )
-
-
-def log_weight_prior(params: dict[str, torch.Tensor], prior_scale: float | None) -> torch.Tensor:
-    """``sum over weight tensors of log N(theta; 0, sigma^2 I)`` (0 for a flat prior).
-
-    The numeric twin of the weight sample sites, used by the SGLD potential.
-    """
-    tensors = list(params.values())
-    if prior_scale is None:
-        return tensors[0].new_zeros(())
-    square_norm = torch.stack([t.square().sum() for t in tensors]).sum()
-    dim = sum(t.numel() for t in tensors)
-    log_norm = -0.5 * dim * math.log(2 * math.pi * prior_scale**2)
-    return log_norm - 0.5 * square_norm / prior_scale**2

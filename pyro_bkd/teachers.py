@@ -16,7 +16,6 @@ gradients, and :func:`freeze` makes sure it can never be trained by accident.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -27,6 +26,15 @@ from tqdm import tqdm
 
 from pyro_bkd import _checks
 from pyro_bkd._checks import InputError
+from pyro_bkd._torch import (
+    EVAL_BATCH,
+    batched_logits,
+    default_device,
+    eval_mode,
+    network_logits,
+    run_device,
+    seeded,
+)
 from pyro_bkd.cmi import (
     centroids_from_sums,
     class_centroids,
@@ -41,7 +49,7 @@ OBJECTIVES: tuple[str, ...] = ("mll", "mcmi")
 CENTROID_RULES: tuple[str, ...] = ("fixed", "ema")
 
 LossTerms = dict[str, torch.Tensor]
-_EVAL_BATCH = 512  # batch size of the no-grad passes inside train_teacher
+_EVAL_BATCH = EVAL_BATCH  # batch size of the no-grad passes inside train_teacher
 
 
 @dataclass
@@ -72,47 +80,16 @@ def freeze(model: nn.Module) -> nn.Module:
     return model
 
 
-def default_device(device: torch.device | str | None = None) -> torch.device:
-    """``device`` as a ``torch.device``; ``None`` means CUDA when available, else CPU."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """The device of ``model``'s first parameter or buffer (CPU when it has none)."""
-    tensor = next(iter(model.parameters()), None)
-    if tensor is None:
-        tensor = next(iter(model.buffers()), None)
-    return torch.device("cpu") if tensor is None else tensor.device
-
-
-@contextmanager
-def evaluating(model: nn.Module) -> Iterator[nn.Module]:
-    """Run a block with ``model`` in eval mode, then restore its previous train/eval mode."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
-
-
 def teacher_logits(
     model: nn.Module,
     x: torch.Tensor,
     batch_size: int = 512,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
-    """Teacher logits ``t(x_i)``, shape ``[N, K]``, on the CPU.
-
-    Computed in eval mode under ``torch.no_grad`` in batches of ``batch_size``; the model's
-    train/eval mode is restored afterwards. ``device=None`` runs on the model's device; a
-    given ``device`` moves the model there first.
-    """
-    _checks.tensor("x", x)
-    batch_size = _checks.positive_int("batch_size", batch_size)
-    return _logits(model, x, batch_size, _run_device(model, device)).cpu()
+    """Teacher logits ``t(x_i)``, shape ``[N, K]``, on the CPU: the
+    :func:`pyro_bkd._torch.network_logits` of the teacher (eval mode, no gradients, in
+    batches; ``device=None`` runs on the model's device)."""
+    return network_logits(model, x, batch_size, device)
 
 
 def streaming_cmi(
@@ -130,8 +107,8 @@ def streaming_cmi(
     returns a 0-dim float64 CPU tensor. ``device`` as in :func:`teacher_logits`.
     """
     num_classes = _checks.positive_int("num_classes", num_classes)
-    device = _run_device(model, device)
-    with evaluating(model), torch.no_grad():
+    device = run_device(model, device)
+    with eval_mode(model), torch.no_grad():
         sums, counts = None, None
         for probs, labels in _probs_batches(model, loader, device, num_classes):
             batch_sums, batch_counts = class_sums(probs, labels, num_classes)
@@ -250,7 +227,7 @@ def train_teacher(
 
     loss_fn: Callable[[torch.Tensor, torch.Tensor], LossTerms] = mll_loss
     if objective == "mcmi":
-        start_probs = _logits(model, x, _EVAL_BATCH, device).softmax(-1)
+        start_probs = batched_logits(model, x, _EVAL_BATCH, device).softmax(-1)
         start = class_centroids(start_probs, y, start_probs.shape[-1])
         loss_fn = _MCMIObjective(start, float(cmi_weight), ema if centroids == "ema" else None)
 
@@ -259,8 +236,7 @@ def train_teacher(
     )
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
     history: dict[str, list[float]] = {}
-    with torch.random.fork_rng(devices=_cuda_indices(device)):
-        torch.manual_seed(seed)
+    with seeded(seed, device):
         bar = tqdm(range(epochs), desc=f"{objective} teacher", disable=not progress)
         for _ in bar:
             record = {"lr": optimizer.param_groups[0]["lr"]}
@@ -301,20 +277,12 @@ def _train_epoch(
 
 
 def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    return (_logits(model, x, _EVAL_BATCH, y.device).argmax(-1) == y).double().mean().item()
-
-
-def _logits(
-    model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device
-) -> torch.Tensor:
-    """Logits of ``x`` on ``device``, batch by batch, in eval mode, without gradients."""
-    with evaluating(model), torch.no_grad():
-        return torch.cat([model(batch.to(device)) for batch in torch.split(x, batch_size)])
+    return (batched_logits(model, x, _EVAL_BATCH, y.device).argmax(-1) == y).double().mean().item()
 
 
 def _num_classes(model: nn.Module, x: torch.Tensor) -> int:
     """``K``: the width of the model's output on the first example."""
-    return _logits(model, x[:1], 1, x.device).shape[-1]
+    return batched_logits(model, x[:1], 1, x.device).shape[-1]
 
 
 def _probs_batches(
@@ -327,21 +295,6 @@ def _probs_batches(
     for x, y in loader:
         _checks.labels("y", y, x.shape[0], num_classes)
         yield model(x.to(device)).double().softmax(-1), y.to(device=device, dtype=torch.long)
-
-
-def _run_device(model: nn.Module, device: torch.device | str | None) -> torch.device:
-    if device is None:
-        return model_device(model)
-    device = torch.device(device)
-    model.to(device)
-    return device
-
-
-def _cuda_indices(device: torch.device) -> list[int]:
-    """The CUDA device whose RNG :func:`torch.random.fork_rng` must fork (none on CPU)."""
-    if device.type != "cuda":
-        return []
-    return [torch.cuda.current_device() if device.index is None else device.index]
 
 
 def _training_data(

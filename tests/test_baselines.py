@@ -1,5 +1,6 @@
-"""MC dropout and deep ensembles (issue 5): layer surgery, the exact law of the dropout draws,
-member independence, and ``pyro-bkd fit --method mc-dropout|ensemble`` end to end."""
+"""MC dropout and deep ensembles (outputs of docs/spec.md §5): layer surgery, the exact law of
+the dropout draws, member independence, and ``pyro-bkd fit --method mc-dropout|ensemble``
+end to end."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``pyro-bkd compare`` (issue 5): every method end to end on a tiny budget, the ELPD columns,
+"""``pyro-bkd compare``: every method end to end on a tiny budget, the ELPD columns,
 the saved predictions, failed methods kept in the table, teacher reuse, bad input."""
 
 from __future__ import annotations

@@ -19,9 +19,10 @@ from torch import nn
 from torch.func import functional_call
 
 from pyro_bkd import models
+from pyro_bkd._checks import InputError
 from pyro_bkd.data.loaders import load_digits
 from pyro_bkd.data.record import DistillationData
-from pyro_bkd.distill import accuracy, train_student_kd, weight_decay_for_prior
+from pyro_bkd.distill import accuracy, fit_map, train_student_kd, weight_decay_for_prior
 from pyro_bkd.infer.svi import fit_svi, map_estimate
 from pyro_bkd.kd import alpha_from_strength, kd_loss, kl_scale, strength_from_alpha
 from pyro_bkd.model import (
@@ -388,3 +389,35 @@ def test_map_by_svi_equals_kd_on_digits() -> None:
     for curve in (kd_curve, svi_curve):
         assert curve[-1] < 0.1 * curve[0]
         assert curve[-5:].mean() < curve[5:10].mean()
+
+
+def test_fit_map_is_train_student_kd_with_the_models_alpha_and_prior_decay() -> None:
+    """KD = MAP of BKD: fit_map derives alpha and weight decay from (tau, lam, sigma) and
+    gives bit-identical weights to the four steps written out by hand."""
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(40, 5, generator=g), torch.randint(0, 3, (40,), generator=g)
+    t = torch.randn(40, 3, generator=g)
+    tau, alpha, sigma = 2.0, 0.75, 0.5
+
+    def student() -> nn.Module:
+        torch.manual_seed(11)
+        return nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3))
+
+    by_hand = student()
+    train_student_kd(
+        by_hand, x, y, t, temperature=tau, alpha=alpha, epochs=3, batch_size=16, lr=1e-2,
+        weight_decay=weight_decay_for_prior(sigma, 40, alpha), seed=5, device="cpu",
+        progress=False,
+    )  # fmt: skip
+    model = BKDModel(student(), tau, strength_from_alpha(alpha, tau), sigma)
+    result = fit_map(
+        model, DistillationData(x, y, t), epochs=3, batch_size=16, lr=1e-2, seed=5,
+        device="cpu", progress=False,
+    )  # fmt: skip
+    assert result.student is model.student
+    for a, b in zip(by_hand.parameters(), model.student.parameters(), strict=True):
+        assert torch.equal(a, b)
+    with pytest.raises(InputError, match="does not match strength"):
+        fit_map(model, DistillationData(x, y, t), alpha=0.5, epochs=1, lr=1e-2, progress=False)
+    with pytest.raises(TypeError, match="BKDModel"):
+        fit_map(by_hand, DistillationData(x, y, t), epochs=1, lr=1e-2)  # type: ignore[arg-type]

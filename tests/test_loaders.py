@@ -1,4 +1,5 @@
-"""Tests of the local data loaders: real files under ../shared/data, and small fakes."""
+"""Tests of the local data loaders: real files under SHARED_DATA_DIR (the checkout's
+../shared/data), and small fakes."""
 
 from __future__ import annotations
 
@@ -183,6 +184,15 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setattr(loaders, "SHARED_DATA_DIR", tmp_path / "shared")
     monkeypatch.setattr(loaders, "SYSTEM_DATA_DIRS", {"fashion-mnist": (tmp_path / "debian",)})
     return tmp_path
+
+
+def test_the_shared_folder_is_searched_only_from_a_source_checkout(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shared = loaders.SHARED_DATA_DIR / "mnist"
+    assert shared in loaders._search_dirs("mnist", None)  # this checkout has pyproject.toml
+    monkeypatch.setattr(loaders, "REPOSITORY_ROOT", isolated / "site-packages")
+    assert shared not in loaders._search_dirs("mnist", None)
 
 
 def test_read_idx_parses_the_header_and_payload(tmp_path: Path) -> None:

@@ -26,10 +26,17 @@ import numpy as np
 import pytest
 import torch
 
-from pyro_bkd import BKDModel, DistillationData, models, predict_probs, sample, strength_from_alpha
+from pyro_bkd import (
+    BKDModel,
+    DistillationData,
+    fit_map,
+    models,
+    predict_probs,
+    sample,
+    strength_from_alpha,
+)
 from pyro_bkd.data.loaders import add_input_noise, load_digits, standardize
 from pyro_bkd.data.synthetic import train_mlp_teacher
-from pyro_bkd.distill import train_student_kd, weight_decay_for_prior
 from pyro_bkd.uq import mean_deviance, ranking_curve
 
 LEVELS = (0.0, 0.2, 0.5, 1.0)
@@ -66,27 +73,22 @@ def fit_posterior():
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         student = models.build("mlp", digits.num_classes, in_features=x.shape[1], hidden=(32,))
-    train_student_kd(
-        student,
-        x,
-        y,
-        teacher_logits,
-        temperature=TEMPERATURE,
-        alpha=ALPHA,
-        epochs=30,
-        lr=3e-3,
-        weight_decay=weight_decay_for_prior(PRIOR_SCALE, x.shape[0], ALPHA),
-        seed=0,
-        device="cpu",
-        progress=False,
-    )
-    kd_weights = {name: p.detach().clone() for name, p in student.named_parameters()}
     model = BKDModel(
         student,
         temperature=TEMPERATURE,
         strength=strength_from_alpha(ALPHA, TEMPERATURE),
         prior_scale=PRIOR_SCALE,
     )
+    fit_map(
+        model,
+        DistillationData(x, y, teacher_logits),
+        epochs=30,
+        lr=3e-3,
+        seed=0,
+        device="cpu",
+        progress=False,
+    )
+    kd_weights = {name: p.detach().clone() for name, p in student.named_parameters()}
     posterior = sample(
         model,
         DistillationData(x, y, teacher_logits),

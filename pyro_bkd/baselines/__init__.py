@@ -1,4 +1,4 @@
-"""Non-Bayesian uncertainty baselines for the distilled student (issue 5).
+"""Non-Bayesian uncertainty baselines for the distilled student (outputs of docs/spec.md §5).
 
 Both return class probabilities ``[chain, draw, N, K]``, the layout of :func:`pyro_bkd.sample`,
 so they go through the same :mod:`pyro_bkd.metrics`, :mod:`pyro_bkd.uq` and

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from pyro_bkd import _checks
+from pyro_bkd._torch import network_logits
 from pyro_bkd.distill import train_student_kd
-from pyro_bkd.teachers import teacher_logits
 
 StudentFactory = Callable[[int], nn.Module]
 
@@ -69,7 +69,7 @@ def ensemble_probs(
     temperature = _checks.positive_float("temperature", temperature)
     _checks.tensor("x", x)
     draws = [
-        (teacher_logits(member, x).double() / temperature).softmax(-1).float() for member in members
+        (network_logits(member, x).double() / temperature).softmax(-1).float() for member in members
     ]
     shapes = {tuple(draw.shape) for draw in draws}
     if len(shapes) != 1:

@@ -13,14 +13,12 @@ statistics, as it must at test time).
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import torch
 from torch import nn
 
 from pyro_bkd import _checks
-from pyro_bkd.teachers import evaluating, model_device
+from pyro_bkd._torch import device_of, eval_mode, seeded
 
 #: Test inputs per forward pass of :func:`mc_dropout_probs`.
 INPUT_CHUNK = 1024
@@ -89,9 +87,9 @@ def mc_dropout_probs(
     dropouts = [m for m in student.modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
     if not dropouts:
         raise ValueError("student has no dropout layers; build it with add_dropout(student, p, x)")
-    device = model_device(student)
+    device = device_of(student)
     draws = []
-    with torch.no_grad(), _dropout_only(student, dropouts), _seeded(seed, device):
+    with torch.no_grad(), eval_mode(student, keep_training=dropouts), seeded(seed, device):
         for _ in range(num_samples):
             logits = torch.cat([student(chunk.to(device)) for chunk in torch.split(x, INPUT_CHUNK)])
             draws.append((logits.double() / temperature).softmax(-1).float().cpu())
@@ -109,7 +107,7 @@ def _layers_reading_input(
     student: nn.Module, example: torch.Tensor, linear_names: list[str]
 ) -> set[str]:
     """Names of the ``nn.Linear`` layers whose input shares storage with ``example``."""
-    example = example.contiguous().to(model_device(student))
+    example = example.contiguous().to(device_of(student))
     pointer = example.untyped_storage().data_ptr()
     found: set[str] = set()
     modules = dict(student.named_modules())
@@ -122,32 +120,9 @@ def _layers_reading_input(
 
         handles.append(modules[name].register_forward_pre_hook(record))
     try:
-        with torch.no_grad(), evaluating(student):
+        with torch.no_grad(), eval_mode(student):
             student(example)
     finally:
         for handle in handles:
             handle.remove()
     return found
-
-
-@contextmanager
-def _dropout_only(module: nn.Module, dropouts: list[nn.Module]) -> Iterator[None]:
-    """Eval mode for ``module`` except its dropout layers; every mode restored after."""
-    modes = {m: m.training for m in module.modules()}
-    module.eval()
-    for layer in dropouts:
-        layer.train()
-    try:
-        yield
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
-
-
-@contextmanager
-def _seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """Run a block with the global RNG of ``device`` seeded by ``seed``, then restore it."""
-    cuda = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda):
-        torch.manual_seed(seed)
-        yield

@@ -8,8 +8,10 @@ order, that holds both its files):
 
 1. ``root/<subdir>`` when ``root`` is given;
 2. ``$PYRO_BKD_DATA/<subdir>`` when the environment variable ``PYRO_BKD_DATA`` is set;
-3. ``<repository>/../shared/data/<subdir>``, the project's shared data folder beside the
-   repository (resolved from this file's location);
+3. :data:`SHARED_DATA_DIR` ``/<subdir>``, i.e. ``<checkout>/../shared/data/<subdir>``: the
+   project's shared data folder beside a source checkout (README, "Data"). Searched only
+   when the package is imported from a checkout (:data:`REPOSITORY_ROOT` holds
+   ``pyproject.toml``), never beside an installed package's folder;
 4. system folders of Debian packages: ``/usr/share/datasets/fashion-mnist`` (package
    ``dataset-fashion-mnist``, the full Fashion-MNIST set).
 
@@ -35,7 +37,10 @@ from sklearn.model_selection import train_test_split
 from pyro_bkd._checks import InputError, InputTypeError
 
 DATA_ENV_VAR = "PYRO_BKD_DATA"
-SHARED_DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+#: The source checkout this package is imported from (``<checkout>/pyro_bkd/data/loaders.py``).
+REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
+#: The shared data folder beside the checkout, the documented data root of the repository.
+SHARED_DATA_DIR = REPOSITORY_ROOT.parent / "shared" / "data"
 SYSTEM_DATA_DIRS: dict[str, tuple[Path, ...]] = {
     "fashion-mnist": (Path("/usr/share/datasets/fashion-mnist"),),
 }
@@ -410,7 +415,8 @@ def _search_dirs(subdir: str, root: str | Path | None) -> list[Path]:
         if not Path(base).is_dir():
             raise FileNotFoundError(f"{label} {str(base)!r} is not a folder")
         dirs.append(Path(base) / subdir)
-    dirs.append(SHARED_DATA_DIR / subdir)
+    if (REPOSITORY_ROOT / "pyproject.toml").is_file():  # a checkout, not site-packages
+        dirs.append(SHARED_DATA_DIR / subdir)
     dirs.extend(SYSTEM_DATA_DIRS.get(subdir, ()))
     return dirs
 

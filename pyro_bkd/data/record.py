@@ -65,10 +65,5 @@ class DistillationData:
         """The same record with every tensor on ``device``."""
         return DistillationData(*(None if t is None else t.to(device) for t in self._tensors()))
 
-    def subset(self, idx: torch.Tensor) -> DistillationData:
-        """The rows ``idx`` (e.g. a few-shot or zero-shot split)."""
-        idx = torch.as_tensor(idx, dtype=torch.long, device=self.x.device)
-        return DistillationData(*(None if t is None else t[idx] for t in self._tensors()))
-
     def _tensors(self) -> tuple[torch.Tensor | None, ...]:
         return (self.x, self.y, self.teacher_logits, self.p_true)

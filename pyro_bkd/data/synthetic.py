@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pyro_bkd._torch import seeded
+
 SCENARIOS: tuple[str, ...] = (
     "linear-binary",
     "nonlinear-binary",
@@ -139,8 +141,7 @@ def train_mlp_teacher(
     if x.dim() != 2 or y.shape != x.shape[:1]:
         raise ValueError(f"x must be [N, d] and y [N], got {tuple(x.shape)}, {tuple(y.shape)}")
     widths = [x.shape[1], *hidden]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         layers: list[nn.Module] = []
         for width_in, width_out in pairwise(widths):
             layers += [nn.Linear(width_in, width_out), nn.ReLU()]

@@ -42,6 +42,7 @@ from tqdm import tqdm
 from pyro_bkd import _checks
 from pyro_bkd._atomic import atomic_path
 from pyro_bkd._checks import InputError, InputTypeError
+from pyro_bkd._torch import device_of
 from pyro_bkd.data.record import DistillationData
 from pyro_bkd.infer.base import Algorithm, ChainState
 from pyro_bkd.infer.batches import EpochBatches
@@ -176,7 +177,7 @@ def sample(
         _checks.tensor("x_test", x_test)
         _checks.finite("x_test", x_test)
     partition = Partition.resolve(distributed)
-    dev = torch.device(device) if device is not None else _device_of(model)
+    dev = torch.device(device) if device is not None else device_of(model.student)
     model.student.to(dev)
     data = data.to(dev)
     potential = _potential(model, data, partition)
@@ -820,10 +821,6 @@ def _renamed(deprecated: dict, **current: Any) -> dict[str, Any]:
         warnings.warn(f"sample({old}=) is renamed {new}=", DeprecationWarning, stacklevel=3)
         current[new] = value
     return current
-
-
-def _device_of(model: BKDModel) -> torch.device:
-    return next(model.student.parameters()).device
 
 
 def _scaled(step_size: float | torch.Tensor, scale: float) -> float | torch.Tensor:

@@ -69,6 +69,7 @@ from tqdm import tqdm
 
 from pyro_bkd import _checks
 from pyro_bkd._checks import InputError, InputTypeError
+from pyro_bkd._torch import device_of, seeded
 from pyro_bkd.data.record import DistillationData
 from pyro_bkd.distill import epoch_batches
 from pyro_bkd.model import DATA_PLATE, BKDModel
@@ -218,7 +219,7 @@ def fit_svi(
         batch_size = _checks.positive_int("batch_size", batch_size)
         if batch_size >= num_examples:
             batch_size = None
-    device = _device_of(model)
+    device = device_of(model)
     data = data.to(device)
     model.check_data(data.x, data.y, data.teacher_logits)
     wrapped = MinibatchModel(model)
@@ -236,8 +237,7 @@ def fit_svi(
     losses = torch.empty(num_steps, dtype=torch.float64, device=device)
     elbo = Trace_ELBO(max_plate_nesting=1)
     start = time.perf_counter()
-    with pyro.get_param_store().scope(), torch.random.fork_rng(devices=_cuda_indices(device)):
-        torch.manual_seed(seed)
+    with pyro.get_param_store().scope(), seeded(seed, device):
         auto = _build_guide(guide, wrapped, model, init_scale, rank)
         with pyro.validation_enabled(True):  # the first step sets the guide up, validated
             first = elbo.differentiable_loss(wrapped, auto, *args, next_batch())
@@ -360,15 +360,3 @@ def _update(optimizer: torch.optim.Optimizer, loss: torch.Tensor, clip_norm: flo
         params = [p for group in optimizer.param_groups for p in group["params"]]
         torch.nn.utils.clip_grad_norm_(params, clip_norm)
     optimizer.step()
-
-
-def _device_of(model: BKDModel) -> torch.device:
-    tensor = next(iter(model.parameters()), None)
-    return torch.device("cpu") if tensor is None else tensor.device
-
-
-def _cuda_indices(device: torch.device) -> list[int]:
-    """The CUDA device whose RNG :func:`torch.random.fork_rng` must fork (none on CPU)."""
-    if device.type != "cuda":
-        return []
-    return [torch.cuda.current_device() if device.index is None else device.index]

@@ -16,7 +16,8 @@ removed by the next run (:func:`pyro_bkd._atomic.staged_output`).
   alone, by KD and as the MAP of :class:`~pyro_bkd.BKDModel`, then BKD by SGLD warm-started at
   the KD student; metrics, plots, ``posterior.nc`` and an HTML/Markdown report.
 - :func:`run_fit`: bring your own teacher logits in an ``.npz`` file (:func:`load_fit_data`),
-  any student (:func:`build_student`), one inference method (:data:`METHODS`).
+  any student (:func:`build_student`), one inference method (:data:`METHODS`, the names of the
+  method registry :data:`REGISTRY` of :class:`MethodSpec`).
 - :func:`run_teacher`: train an MLL or MCMI teacher on a bundled or local data set and save it
   with its logits (an ``.npz`` that ``fit`` reads directly).
 - :func:`run_compare`: one teacher, every inference method of :data:`COMPARE_METHODS` on one
@@ -34,7 +35,7 @@ from pyro_bkd.pipeline.compare import (
 )
 from pyro_bkd.pipeline.demo import DEMO_METHODS, FULL_BUDGET, QUICK_BUDGET, DemoBudget, run_demo
 from pyro_bkd.pipeline.fit import FitData, FitOptions, load_fit_data, run_fit
-from pyro_bkd.pipeline.methods import METHODS, MethodBudget
+from pyro_bkd.pipeline.methods import METHODS, REGISTRY, MethodBudget, MethodSpec
 from pyro_bkd.pipeline.teacher import (
     TEACHER_DATASETS,
     TeacherOptions,
@@ -52,12 +53,14 @@ __all__ = [
     "METHODS",
     "PRESETS",
     "QUICK_BUDGET",
+    "REGISTRY",
     "TEACHER_DATASETS",
     "CompareOptions",
     "DemoBudget",
     "FitData",
     "FitOptions",
     "MethodBudget",
+    "MethodSpec",
     "TeacherOptions",
     "build_student",
     "load_fit_data",

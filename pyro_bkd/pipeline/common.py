@@ -19,6 +19,7 @@ from torch import nn
 
 from pyro_bkd import _atomic, _checks, metrics, models
 from pyro_bkd._checks import InputError
+from pyro_bkd._torch import seeded
 
 Log = Callable[[str], None]
 
@@ -198,19 +199,7 @@ def build_student(spec: str, x: torch.Tensor, num_classes: int, seed: int = 0) -
     sized = name in WIDTH_OPTION
     if name not in models.available() or (widths and not sized) or (":" in spec and not widths):
         raise InputError(f"unknown student {spec!r}; valid: {', '.join(valid)}")
-    kwargs: dict[str, Any] = {}
-    if widths:
-        if name == "mlp":
-            problem = f"student {spec!r}: hidden widths must be positive integers, e.g. mlp:128,128"
-        else:
-            problem = f"student {spec!r}: width must be one positive integer, e.g. {name}:16"
-        try:
-            sizes = tuple(int(width) for width in widths.split(","))
-        except ValueError:
-            raise InputError(problem) from None
-        if not all(width > 0 for width in sizes) or (name != "mlp" and len(sizes) != 1):
-            raise InputError(problem)
-        kwargs[WIDTH_OPTION[name]] = sizes if name == "mlp" else sizes[0]
+    kwargs = _width_options(spec, name, widths)
     features = math.prod(x.shape[1:])
     if name in FULLY_CONNECTED:
         inputs = {"in_features": features}
@@ -225,8 +214,7 @@ def build_student(spec: str, x: torch.Tensor, num_classes: int, seed: int = 0) -
         size = num_weights(models.build(name, num_classes, **inputs, **kwargs))
     if size > MAX_WEIGHTS:
         raise InputError(f"student {spec!r} has {size} weights; at most {MAX_WEIGHTS} are allowed")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         student = models.build(name, num_classes, **inputs, **kwargs)
     try:
         with torch.no_grad():
@@ -242,6 +230,24 @@ def build_student(spec: str, x: torch.Tensor, num_classes: int, seed: int = 0) -
             f"({min(2, x.shape[0])}, {num_classes})"
         )
     return student
+
+
+def _width_options(spec: str, name: str, widths: str) -> dict[str, Any]:
+    """The width keyword of ``models.build`` from ``spec``'s ``:W`` or ``:H1,H2,...`` part."""
+    kwargs: dict[str, Any] = {}
+    if widths:
+        if name == "mlp":
+            problem = f"student {spec!r}: hidden widths must be positive integers, e.g. mlp:128,128"
+        else:
+            problem = f"student {spec!r}: width must be one positive integer, e.g. {name}:16"
+        try:
+            sizes = tuple(int(width) for width in widths.split(","))
+        except ValueError:
+            raise InputError(problem) from None
+        if not all(width > 0 for width in sizes) or (name != "mlp" and len(sizes) != 1):
+            raise InputError(problem)
+        kwargs[WIDTH_OPTION[name]] = sizes if name == "mlp" else sizes[0]
+    return kwargs
 
 
 def point_probs(logits: torch.Tensor) -> torch.Tensor:
@@ -357,10 +363,3 @@ def summary_of_point(probs: Any, y: Any) -> dict[str, Any]:
 def point_metrics(logits: torch.Tensor, y: torch.Tensor | None) -> dict:
     """Accuracy, NLL, ECE, Brier, MD AUROC, mean deviance of a point prediction."""
     return summary_of_point(point_probs(logits), y)
-
-
-def cuda_indices(device: torch.device) -> list[int]:
-    """The CUDA device whose RNG :func:`torch.random.fork_rng` must fork (none on CPU)."""
-    if device.type != "cuda":
-        return []
-    return [torch.cuda.current_device() if device.index is None else device.index]

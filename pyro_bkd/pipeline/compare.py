@@ -34,7 +34,7 @@ import csv
 import io
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +43,8 @@ from torch import nn
 
 from pyro_bkd import __version__, _atomic, export, metrics
 from pyro_bkd._checks import InputError
+from pyro_bkd._torch import network_logits
 from pyro_bkd.data import Dataset, DistillationData, few_shot_indices, load_dataset, standardize
-from pyro_bkd.distill import train_student_kd, weight_decay_for_prior
 from pyro_bkd.infer.verdict import diagnose
 from pyro_bkd.kd import strength_from_alpha
 from pyro_bkd.pipeline.common import (
@@ -63,13 +63,12 @@ from pyro_bkd.pipeline.common import (
     write_json,
 )
 from pyro_bkd.pipeline.methods import (
-    MARKOV_CHAINS,
     METHODS,
+    REGISTRY,
     MethodBudget,
     MethodInputs,
     MethodOutput,
     check_method,
-    kd_options,
     run_method,
 )
 from pyro_bkd.pipeline.teacher import (
@@ -232,7 +231,6 @@ class CompareOptions:
     data_root: str | None = None
     device: str | None = None
     progress: bool = True
-    extra_attrs: dict[str, Any] = field(default_factory=dict)
 
 
 def check_compare_options(options: CompareOptions) -> tuple[str, ...]:
@@ -301,82 +299,14 @@ def _compare_into(
     start: float,
     log: Log,
 ) -> dict[str, Any]:
-    """The work of :func:`run_compare` once the data and teacher are ready; writes into
+    """The work of :func:`run_compare` once the data and teacher are ready, stage by stage
+    (teacher logits, the two point students, the methods, the outputs); writes into
     ``out_dir``."""
-    preset = PRESETS[options.dataset]
-    teacher_epochs = 1 if options.quick else preset.teacher_epochs
-    x_train, y_train = dataset.x_train, dataset.y_train
-    num_classes = dataset.num_classes
     rows: dict[str, dict[str, Any]] = {}
     outputs: dict[str, MethodOutput] = {}
-
-    stage = time.perf_counter()
-    t_train = teacher_logits(teacher, x_train)
-    t_test = teacher_logits(teacher, dataset.x_test)
-    rows["teacher"] = {"wall_seconds": seconds(stage)}
-    outputs["teacher"] = MethodOutput(point_probs(t_test), None, None, {"method": "teacher"})
-    save_teacher(
-        out_dir / "teacher.pt",
-        teacher,
-        arch=teacher_arch,
-        input_shape=tuple(x_train.shape[1:]),
-        dataset=dataset.name,
-        objective="mll",
-        class_names=dataset.class_names,
-    )
-
-    def new_student(seed: int) -> nn.Module:
-        return build_student(preset.student, x_train, num_classes, seed=seed)
-
-    strength = strength_from_alpha(KD_ALPHA, TEMPERATURE)
-    training = kd_options(
-        TEMPERATURE,
-        strength,
-        PRIOR_SCALE,
-        len(y_train),
-        budget,
-        device=dev,
-        progress=options.progress,
-    )
-    kd_student = new_student(options.seed)
-    log(
-        f"student {preset.student} ({num_weights(kd_student)} weights): alone and by KD, "
-        f"{budget.kd_epochs} epochs each"
-    )
-    if "student" in methods:
-        stage = time.perf_counter()
-        alone = train_student_kd(
-            new_student(options.seed),
-            x_train,
-            y_train,
-            None,
-            seed=options.seed,
-            **{
-                **training,
-                "alpha": 0.0,
-                "weight_decay": weight_decay_for_prior(PRIOR_SCALE, len(y_train), 0.0),
-            },
-        ).student
-        outputs["student"] = _point_output(alone, dataset.x_test, "student")
-        rows["student"] = {"wall_seconds": seconds(stage)}
-    stage = time.perf_counter()
-    train_student_kd(kd_student, x_train, y_train, t_train, seed=options.seed, **training)
-    outputs["kd"] = _point_output(kd_student, dataset.x_test, "kd")
-    rows["kd"] = {"wall_seconds": seconds(stage)}
-
-    inputs = MethodInputs(
-        new_student=new_student,
-        warm_student=kd_student,
-        train=DistillationData(x_train, y_train, t_train),
-        x_test=dataset.x_test,
-        temperature=TEMPERATURE,
-        strength=strength,
-        prior_scale=PRIOR_SCALE,
-        seed=options.seed,
-        device=dev,
-        progress=options.progress,
-    )
-
+    t_train, t_test = _teacher_stage(out_dir, teacher, teacher_arch, dataset, rows, outputs)
+    inputs = _method_inputs(options, dataset, t_train, dev)
+    _student_stage(inputs, PRESETS[options.dataset].student, methods, budget, rows, outputs, log)
     for method in (m for m in methods if m not in POINT_METHODS):
         log(f"{method}")
         stage = time.perf_counter()
@@ -390,19 +320,122 @@ def _compare_into(
 
     reported = ["teacher", *methods]
     table = _table(reported, rows, outputs, dataset.y_test)
-    attrs = {
+    attrs = _compare_attrs(options, dataset, teacher_arch, inputs.strength)
+    _save_posteriors(out_dir, reported, outputs, dataset, t_test, attrs)
+    settings = _compare_settings(options, budget, dataset, inputs, attrs, dev)
+    values = clean({"command": "compare", "rows": table, "settings": settings})
+    values["wall_seconds"] = seconds(start)
+    _atomic.write_text(out_dir / "comparison.csv", to_csv(table))
+    _atomic.write_text(out_dir / "comparison.md", to_markdown(table, settings))
+    write_json(out_dir / "metrics.json", values)
+    return values
+
+
+def _teacher_stage(
+    out_dir: Path,
+    teacher: nn.Module,
+    teacher_arch: str,
+    dataset: Dataset,
+    rows: dict[str, dict[str, Any]],
+    outputs: dict[str, MethodOutput],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Teacher logits on the train and test inputs (the ``teacher`` row); saves teacher.pt."""
+    stage = time.perf_counter()
+    t_train = teacher_logits(teacher, dataset.x_train)
+    t_test = teacher_logits(teacher, dataset.x_test)
+    rows["teacher"] = {"wall_seconds": seconds(stage)}
+    outputs["teacher"] = MethodOutput(point_probs(t_test), None, None, {"method": "teacher"})
+    save_teacher(
+        out_dir / "teacher.pt",
+        teacher,
+        arch=teacher_arch,
+        input_shape=tuple(dataset.x_train.shape[1:]),
+        dataset=dataset.name,
+        objective="mll",
+        class_names=dataset.class_names,
+    )
+    return t_train, t_test
+
+
+def _method_inputs(
+    options: CompareOptions, dataset: Dataset, t_train: torch.Tensor, dev: torch.device
+) -> MethodInputs:
+    """What every method starts from; ``warm_student`` is the fresh student that
+    :func:`_student_stage` trains by KD before any method copies it."""
+    preset = PRESETS[options.dataset]
+    x_train, num_classes = dataset.x_train, dataset.num_classes
+
+    def new_student(seed: int) -> nn.Module:
+        return build_student(preset.student, x_train, num_classes, seed=seed)
+
+    return MethodInputs(
+        new_student=new_student,
+        warm_student=new_student(options.seed),
+        train=DistillationData(x_train, dataset.y_train, t_train),
+        x_test=dataset.x_test,
+        temperature=TEMPERATURE,
+        strength=strength_from_alpha(KD_ALPHA, TEMPERATURE),
+        prior_scale=PRIOR_SCALE,
+        seed=options.seed,
+        device=dev,
+        progress=options.progress,
+    )
+
+
+def _student_stage(
+    inputs: MethodInputs,
+    student: str,
+    methods: tuple[str, ...],
+    budget: MethodBudget,
+    rows: dict[str, dict[str, Any]],
+    outputs: dict[str, MethodOutput],
+    log: Log,
+) -> None:
+    """The ``student`` row (trained alone, when asked) and the ``kd`` row (the KD student,
+    trained in place: the warm start of the methods), from the same initialisation."""
+    kd_student = inputs.warm_student
+    log(
+        f"student {student} ({num_weights(kd_student)} weights): alone and by KD, "
+        f"{budget.kd_epochs} epochs each"
+    )
+    if "student" in methods:
+        stage = time.perf_counter()
+        alone = inputs.fit_map(inputs.new_student(inputs.seed), budget, alone=True).student
+        outputs["student"] = _point_output(alone, inputs.x_test, "student")
+        rows["student"] = {"wall_seconds": seconds(stage)}
+    stage = time.perf_counter()
+    inputs.fit_map(kd_student, budget)
+    outputs["kd"] = _point_output(kd_student, inputs.x_test, "kd")
+    rows["kd"] = {"wall_seconds": seconds(stage)}
+
+
+def _compare_attrs(
+    options: CompareOptions, dataset: Dataset, teacher_arch: str, strength: float
+) -> dict[str, Any]:
+    """The attributes every method's ``posterior.nc`` carries."""
+    return {
         "command": "pyro-bkd compare",
         "dataset": dataset.name,
         "teacher": teacher_arch,
         "teacher_file": options.teacher,
-        "student": preset.student,
+        "student": PRESETS[options.dataset].student,
         "tau": TEMPERATURE,
         "kd_alpha": KD_ALPHA,
         "strength": strength,
         "prior_scale": PRIOR_SCALE,
         "seed": options.seed,
-        **options.extra_attrs,
     }
+
+
+def _save_posteriors(
+    out_dir: Path,
+    reported: Sequence[str],
+    outputs: dict[str, MethodOutput],
+    dataset: Dataset,
+    t_test: torch.Tensor,
+    attrs: dict[str, Any],
+) -> None:
+    """``<method>/posterior.nc`` of every method that has draws."""
     for method in reported:
         if method not in outputs:
             continue
@@ -417,18 +450,32 @@ def _compare_into(
         )
         (out_dir / method).mkdir(exist_ok=True)
         save_posterior(idata, out_dir / method / "posterior.nc")
-    settings = {
+
+
+def _compare_settings(
+    options: CompareOptions,
+    budget: MethodBudget,
+    dataset: Dataset,
+    inputs: MethodInputs,
+    attrs: dict[str, Any],
+    dev: torch.device,
+) -> dict[str, Any]:
+    """The ``settings`` of ``metrics.json`` and of the Markdown page."""
+    preset = PRESETS[options.dataset]
+    return {
         "dataset": dataset.name,
-        "num_train": int(x_train.shape[0]),
+        "num_train": int(dataset.x_train.shape[0]),
         "num_test": int(dataset.x_test.shape[0]),
-        "num_classes": num_classes,
+        "num_classes": dataset.num_classes,
         "teacher": attrs["teacher"],
-        "teacher_epochs": None if options.teacher else teacher_epochs,
+        "teacher_epochs": None
+        if options.teacher
+        else (1 if options.quick else preset.teacher_epochs),
         "student": preset.student,
-        "student_weights": num_weights(kd_student),
+        "student_weights": num_weights(inputs.warm_student),
         "temperature": TEMPERATURE,
         "kd_alpha": KD_ALPHA,
-        "strength": strength,
+        "strength": inputs.strength,
         "prior_scale": PRIOR_SCALE,
         "standardized": preset.standardize,
         "budget": asdict(budget),
@@ -438,12 +485,6 @@ def _compare_into(
         "torch_threads": torch.get_num_threads(),
         "version": __version__,
     }
-    values = clean({"command": "compare", "rows": table, "settings": settings})
-    values["wall_seconds"] = seconds(start)
-    _atomic.write_text(out_dir / "comparison.csv", to_csv(table))
-    _atomic.write_text(out_dir / "comparison.md", to_markdown(table, settings))
-    write_json(out_dir / "metrics.json", values)
-    return values
 
 
 def _load(options: CompareOptions, preset: Preset, num_train: int | None, num_test: int | None):
@@ -524,7 +565,7 @@ def _budget_of(method: str, budget: MethodBudget) -> MethodBudget:
 
 def _point_output(student: nn.Module, x_test: torch.Tensor, method: str) -> MethodOutput:
     return MethodOutput(
-        point_probs(teacher_logits(student, x_test)), None, None, {"method": method}
+        point_probs(network_logits(student, x_test)), None, None, {"method": method}
     )
 
 
@@ -552,7 +593,7 @@ def _table(
             row.update({key: summary[key] for key in COLUMNS if key in summary})
             if summary["num_draws"] * summary["num_chains"] == 1:
                 row["mean_interval_width"] = None  # a point estimate has no interval
-            if method not in MARKOV_CHAINS:  # independent draws: R-hat and ESS say nothing
+            if method not in REGISTRY or not REGISTRY[method].markov_chain:  # independent draws
                 row["max_rhat"] = row["min_ess_bulk"] = None
             else:
                 row["verdict"] = diagnose(probs).status

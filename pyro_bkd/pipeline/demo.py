@@ -21,8 +21,9 @@ import torch
 from torch import nn
 
 from pyro_bkd import __version__, export, metrics, models, plots, uq
+from pyro_bkd._torch import network_logits, seeded
 from pyro_bkd.data import DistillationData, add_input_noise, load_dataset
-from pyro_bkd.distill import train_student_kd, weight_decay_for_prior
+from pyro_bkd.distill import fit_map
 from pyro_bkd.infer.driver import DEFAULT_METHOD, sample
 from pyro_bkd.infer.svi import fit_svi
 from pyro_bkd.infer.verdict import ConvergenceWarning
@@ -120,25 +121,103 @@ def run_demo(
         return _demo_into(out_dir, Path(out).absolute().name, seed, quick, dev, progress, log)
 
 
+@dataclass(frozen=True)
+class _DemoData:
+    """The digits split of the demo: training data with teacher logits, the test inputs."""
+
+    dataset: Any
+    train: DistillationData
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    t_test: torch.Tensor
+
+    @property
+    def shape(self) -> str:
+        """``D_in`` and ``K`` of the networks' names."""
+        return f"{self.train.x.shape[1]}-%s-{self.dataset.num_classes}"
+
+
+@dataclass(frozen=True)
+class _DemoRun:
+    """What the student, MAP and BKD stages of the demo share; ``methods`` collects the rows."""
+
+    data: _DemoData
+    strength: float
+    budget: DemoBudget
+    options: dict[str, Any]  # seed, device, progress
+    methods: dict[str, dict[str, Any]]
+    log: Log
+
+    def unpacked(self) -> tuple:
+        return self.data, self.strength, self.budget, self.options, self.methods, self.log
+
+
 def _demo_into(
     out_dir: Path, name: str, seed: int, quick: bool, dev: torch.device, progress: bool, log: Log
 ) -> dict[str, Any]:
-    """The work of :func:`run_demo` once its options are checked; writes into ``out_dir``."""
+    """The work of :func:`run_demo` once its options are checked, stage by stage (teacher,
+    students alone and by KD, MAP, BKD, outputs); writes into ``out_dir``."""
     budget = QUICK_BUDGET if quick else FULL_BUDGET
     start = time.perf_counter()
     methods: dict[str, dict[str, Any]] = {}
-
     log("loading scikit-learn digits (8x8 images, 10 classes)")
     dataset = load_dataset("digits", seed=seed)
+    data, methods["teacher"] = _demo_teacher(dataset, budget, seed, dev, progress, log)
+    strength = strength_from_alpha(DEMO_ALPHA, DEMO_TEMPERATURE)
+    options = {"seed": seed, "device": dev, "progress": progress}
+    run = _DemoRun(data, strength, budget, options, methods, log)
+    kd_student = _demo_students(run)
+    kd_probs = point_probs(network_logits(kd_student, data.x_test))
+    map_probs = _demo_map(run)
+    result, bkd_model = _demo_bkd(run, kd_student)
+
+    log("[5/5] robustness to input noise, plots, posterior.nc, metrics.json, report")
+    noise = _noise_test(bkd_model.student, result.weights, kd_student, data.x_test, seed)
+    plot_files = _demo_plots(
+        out_dir, result.probs, kd_probs, data.y_test, noise, dataset.class_names
+    )
+    idata = _demo_inference_data(data, result)
+    values = {
+        "command": "demo",
+        "dataset": dataset.name,
+        "quick": quick,
+        "seed": seed,
+        "num_train": len(data.train),
+        "num_test": int(data.x_test.shape[0]),
+        "num_classes": dataset.num_classes,
+        "verdict": result.convergence.message,
+        "methods": {name: methods[name] for name in DEMO_METHODS},
+        "settings": _demo_settings(strength, budget, dev),
+        "checks": {
+            "map_vs_kd_max_abs_prob_diff": float((map_probs - kd_probs).abs().max()),
+            "noise_md_rises_bkd": bool(np.all(np.diff(noise["bkd_mean"]) > 0)),
+            "noise_md_rises_kd": bool(np.all(np.diff(noise["kd_mean"]) > 0)),
+        },
+        "noise": {
+            "levels": list(NOISE_LEVELS),
+            "bkd_mean_deviance": noise["bkd_mean"],
+            "kd_2x_entropy": noise["kd_mean"],
+        },
+        "plots": plot_files,
+        "wall_seconds": seconds(start),
+    }
+    values = clean(values)
+    save_posterior(idata, out_dir / "posterior.nc")
+    write_json(out_dir / "metrics.json", values)
+    write_report(out_dir, name=name)
+    return values
+
+
+def _demo_teacher(
+    dataset: Any, budget: DemoBudget, seed: int, dev: torch.device, progress: bool, log: Log
+) -> tuple[_DemoData, dict[str, Any]]:
+    """[1/5] The MLP teacher by maximum likelihood; its logits and its row."""
     x_train, y_train = dataset.x_train, dataset.y_train
     x_test, y_test = dataset.x_test[: budget.test_size], dataset.y_test[: budget.test_size]
-    num_train, num_classes = x_train.shape[0], dataset.num_classes
-    in_features = x_train.shape[1]
-
+    num_classes, in_features = dataset.num_classes, x_train.shape[1]
     log(f"[1/5] teacher: MLP {in_features}-256-256-{num_classes}, {budget.teacher_epochs} epochs")
     stage = time.perf_counter()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         teacher = models.build(
             "mlp", num_classes, in_features=in_features, hidden=DEMO_TEACHER_HIDDEN
         )
@@ -156,90 +235,99 @@ def _demo_into(
     )
     t_train = teacher_logits(teacher, x_train)
     t_test = teacher_logits(teacher, x_test)
-    methods["teacher"] = {
+    row = {
         **point_metrics(t_test, y_test),
         "weights": num_weights(teacher),
         "wall_seconds": seconds(stage),
     }
+    data = _DemoData(dataset, DistillationData(x_train, y_train, t_train), x_test, y_test, t_test)
+    return data, row
 
-    strength = strength_from_alpha(DEMO_ALPHA, DEMO_TEMPERATURE)
-    student_seed = seed + 1
 
-    def new_student() -> nn.Module:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(student_seed)
-            return models.build(
-                "mlp", num_classes, in_features=in_features, hidden=DEMO_STUDENT_HIDDEN
-            )
+def _demo_student(data: _DemoData, seed: int) -> nn.Module:
+    """The demo's student MLP, initialised from ``seed + 1`` (the same for every student)."""
+    with seeded(seed + 1):
+        return models.build(
+            "mlp",
+            data.dataset.num_classes,
+            in_features=data.train.x.shape[1],
+            hidden=DEMO_STUDENT_HIDDEN,
+        )
 
+
+def _demo_students(run: _DemoRun) -> nn.Module:
+    """[2/5] The student alone and by KD (:func:`~pyro_bkd.distill.fit_map`, lam = 0 and
+    lam); their rows; returns the KD student."""
+    data, strength, budget, options, methods, log = run.unpacked()
     train_options = {
         "epochs": budget.student_epochs,
         "batch_size": budget.batch_size,
         "lr": budget.student_lr,
-        "seed": seed,
-        "device": dev,
-        "progress": progress,
+        **options,
     }
     log(
-        f"[2/5] student alone and by KD: MLP {in_features}-32-{num_classes}, "
-        f"{budget.student_epochs} epochs each"
+        f"[2/5] student alone and by KD: MLP {data.shape % 32}, {budget.student_epochs} epochs each"
     )
     stage = time.perf_counter()
-    alone = train_student_kd(
-        new_student(),
-        x_train,
-        y_train,
-        None,
-        alpha=0.0,
-        weight_decay=weight_decay_for_prior(DEMO_PRIOR_SCALE, num_train, 0.0),
+    alone = fit_map(
+        BKDModel(_demo_student(data, options["seed"]), DEMO_TEMPERATURE, 0.0, DEMO_PRIOR_SCALE),
+        DistillationData(data.train.x, data.train.y),
         **train_options,
     ).student
     methods["student_alone"] = {
-        **point_metrics(teacher_logits(alone, x_test), y_test),
+        **point_metrics(network_logits(alone, data.x_test), data.y_test),
         "weights": num_weights(alone),
         "wall_seconds": seconds(stage),
     }
     stage = time.perf_counter()
-    kd_student = train_student_kd(
-        new_student(),
-        x_train,
-        y_train,
-        t_train,
-        temperature=DEMO_TEMPERATURE,
+    kd_student = fit_map(
+        BKDModel(
+            _demo_student(data, options["seed"]), DEMO_TEMPERATURE, strength, DEMO_PRIOR_SCALE
+        ),
+        data.train,
         alpha=DEMO_ALPHA,
-        weight_decay=weight_decay_for_prior(DEMO_PRIOR_SCALE, num_train, DEMO_ALPHA),
         **train_options,
     ).student
-    kd_test_logits = teacher_logits(kd_student, x_test)
-    kd_probs = point_probs(kd_test_logits)
     methods["kd"] = {
-        **point_metrics(kd_test_logits, y_test),
+        **point_metrics(network_logits(kd_student, data.x_test), data.y_test),
         "weights": num_weights(kd_student),
         "wall_seconds": seconds(stage),
     }
+    return kd_student
 
+
+def _demo_map(run: _DemoRun) -> torch.Tensor:
+    """[3/5] The MAP of the BKD model by SVI with a delta guide, from a fresh student; its row
+    and its test probabilities."""
+    data, strength, budget, options, methods, log = run.unpacked()
     log(f"[3/5] MAP of BKDModel (lam = {strength:g}) by SVI with a delta guide")
     stage = time.perf_counter()
-    data = DistillationData(x_train, y_train, t_train)
-    map_model = BKDModel(new_student(), DEMO_TEMPERATURE, strength, DEMO_PRIOR_SCALE).to(dev)
-    steps_per_epoch = -(-num_train // budget.batch_size)
+    student = _demo_student(data, options["seed"])
+    map_model = BKDModel(student, DEMO_TEMPERATURE, strength, DEMO_PRIOR_SCALE)
+    map_model = map_model.to(options["device"])
+    steps_per_epoch = -(-len(data.train) // budget.batch_size)
     map_fit = fit_svi(
         map_model,
-        data,
+        data.train,
         guide="delta",
         num_steps=budget.student_epochs * steps_per_epoch,
         batch_size=budget.batch_size,
         lr=budget.student_lr,
-        seed=seed,
-        progress=progress,
+        seed=options["seed"],
+        progress=options["progress"],
     )
-    map_probs = map_fit.probs(x_test, 1)
+    map_probs = map_fit.probs(data.x_test, 1)
     methods["map"] = {
-        **summary_of_point(map_probs, y_test),
+        **summary_of_point(map_probs, data.y_test),
         "weights": num_weights(map_model.student),
         "wall_seconds": seconds(stage),
     }
+    return map_probs
 
+
+def _demo_bkd(run: _DemoRun, kd_student: nn.Module) -> tuple[Any, BKDModel]:
+    """[4/5] BKD: chains of ``budget.method`` dispersed around the KD student; its row."""
+    data, strength, budget, options, methods, log = run.unpacked()
     log(
         f"[4/5] BKD by {budget.method}: {budget.chains} chains x {budget.num_samples} draws, "
         "dispersed around the KD student"
@@ -250,99 +338,70 @@ def _demo_into(
         warnings.simplefilter("ignore", ConvergenceWarning)  # the verdict is logged below
         result = sample(
             bkd_model,
-            data,
+            data.train,
             method=budget.method,
             num_samples=budget.num_samples,
             warmup_steps=budget.warmup,
             thin=budget.thin,
             num_chains=budget.chains,
             batch_size=None,  # full-batch gradients: N = 1,347 (see FULL_BATCH_MAX)
-            x_test=x_test,
+            x_test=data.x_test,
             keep_weights=True,
             warm_start=None,
-            seed=seed,
-            device=dev,
-            progress=progress,
+            **options,
         )
     assert result.convergence is not None
     log(f"verdict: {result.convergence.message}")
     assert result.probs is not None and result.weights is not None
-    bkd_probs = result.probs
     sampling_seconds = seconds(stage)
-    bkd_summary = metrics.summarize(bkd_probs, y_test)
     methods["bkd"] = {
-        **bkd_summary,
+        **metrics.summarize(result.probs, data.y_test),
         "method": budget.method,
         "convergence": result.convergence.to_dict(),
-        "draws": int(bkd_probs.shape[0] * bkd_probs.shape[1]),
+        "draws": int(result.probs.shape[0] * result.probs.shape[1]),
         "step_size": result.config["step_size"],
         "weights": num_weights(bkd_model.student),
         "sampling_seconds": sampling_seconds,
         "wall_seconds": seconds(stage),
     }
+    return result, bkd_model
 
-    log("[5/5] robustness to input noise, plots, posterior.nc, metrics.json, report")
-    noise = _noise_test(bkd_model.student, result.weights, kd_student, x_test, seed)
-    plot_files = _demo_plots(out_dir, bkd_probs, kd_probs, y_test, noise, dataset.class_names)
-    idata = export.to_inference_data(
-        bkd_probs,
-        y_test=y_test,
-        teacher_probs=t_test.softmax(-1),
+
+def _demo_inference_data(data: _DemoData, result: Any) -> Any:
+    """The BKD draws as ArviZ InferenceData (``posterior.nc``)."""
+    return export.to_inference_data(
+        result.probs,
+        y_test=data.y_test,
+        teacher_probs=data.t_test.softmax(-1),
         sample_stats=result.sample_stats,
         posterior=result.weights,
-        class_names=list(dataset.class_names),
+        class_names=list(data.dataset.class_names),
         attrs={
             **result.config,
             "sampling_seconds": result.wall_seconds,
-            "dataset": dataset.name,
-            "teacher": f"mlp {in_features}-256-256-{num_classes} (MLL)",
-            "student": f"mlp {in_features}-32-{num_classes}",
+            "dataset": data.dataset.name,
+            "teacher": f"mlp {data.shape % '256-256'} (MLL)",
+            "student": f"mlp {data.shape % 32}",
             "kd_alpha": DEMO_ALPHA,
             "warm_start": "kd, dispersed",
             "command": "pyro-bkd demo",
         },
     )
-    map_gap = float((map_probs - kd_probs).abs().max())
-    values = clean(
-        {
-            "command": "demo",
-            "dataset": dataset.name,
-            "quick": quick,
-            "seed": seed,
-            "num_train": num_train,
-            "num_test": int(x_test.shape[0]),
-            "num_classes": num_classes,
-            "verdict": result.convergence.message,
-            "methods": {name: methods[name] for name in DEMO_METHODS},
-            "settings": {
-                "temperature": DEMO_TEMPERATURE,
-                "kd_alpha": DEMO_ALPHA,
-                "kd_convention": "tau2",
-                "strength": strength,
-                "prior_scale": DEMO_PRIOR_SCALE,
-                **{f"budget_{k}": v for k, v in asdict(budget).items()},
-                "device": str(dev),
-                "torch_threads": torch.get_num_threads(),
-                "version": __version__,
-            },
-            "checks": {
-                "map_vs_kd_max_abs_prob_diff": map_gap,
-                "noise_md_rises_bkd": bool(np.all(np.diff(noise["bkd_mean"]) > 0)),
-                "noise_md_rises_kd": bool(np.all(np.diff(noise["kd_mean"]) > 0)),
-            },
-            "noise": {
-                "levels": list(NOISE_LEVELS),
-                "bkd_mean_deviance": noise["bkd_mean"],
-                "kd_2x_entropy": noise["kd_mean"],
-            },
-            "plots": plot_files,
-            "wall_seconds": seconds(start),
-        }
-    )
-    save_posterior(idata, out_dir / "posterior.nc")
-    write_json(out_dir / "metrics.json", values)
-    write_report(out_dir, name=name)
-    return values
+
+
+def _demo_settings(strength: float, budget: DemoBudget, dev: torch.device) -> dict[str, Any]:
+    """The ``settings`` of the demo's ``metrics.json``."""
+    return {
+        "temperature": DEMO_TEMPERATURE,
+        "kd_alpha": DEMO_ALPHA,
+        "kd_convention": "tau2",
+        "strength": strength,
+        "prior_scale": DEMO_PRIOR_SCALE,
+        **{f"budget_{k}": v for k, v in asdict(budget).items()},
+        "device": str(dev),
+        "torch_threads": torch.get_num_threads(),
+        "version": __version__,
+    }
 
 
 def _noise_test(
@@ -357,7 +416,7 @@ def _noise_test(
     for level in NOISE_LEVELS:
         noisy = add_input_noise(x_test, level, seed=seed)
         bkd.append(uq.mean_deviance(predict_probs(student, weights, noisy)))
-        kd.append(uq.mean_deviance(point_probs(teacher_logits(kd_student, noisy))))
+        kd.append(uq.mean_deviance(point_probs(network_logits(kd_student, noisy))))
     bkd_array, kd_array = np.stack(bkd), np.stack(kd)
     return {
         "bkd": bkd_array,

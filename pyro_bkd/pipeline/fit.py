@@ -11,7 +11,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import astuple, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +22,7 @@ from pyro_bkd import __version__, _checks, export, metrics, plots
 from pyro_bkd._checks import InputError
 from pyro_bkd.data import DistillationData
 from pyro_bkd.data.loaders import read_npz
-from pyro_bkd.distill import train_student_kd
-from pyro_bkd.infer.driver import DEFAULT_BUDGETS, DEFAULT_METHOD
+from pyro_bkd.infer.driver import DEFAULT_METHOD
 from pyro_bkd.infer.driver import METHODS as SAMPLERS
 from pyro_bkd.infer.parallel import Partition, local_device
 from pyro_bkd.kd import alpha_from_strength, strength_from_alpha
@@ -51,8 +50,7 @@ from pyro_bkd.pipeline.common import (
     write_json,
 )
 from pyro_bkd.pipeline.methods import (
-    MARKOV_CHAINS,
-    NUTS_MAX_WEIGHTS,
+    REGISTRY,
     SVI_GUIDES,
     MethodBudget,
     MethodInputs,
@@ -63,7 +61,6 @@ from pyro_bkd.pipeline.methods import (
 from pyro_bkd.report import write_report
 
 #: Methods that train their own KD students (no warm start needed).
-SELF_TRAINED = ("mc-dropout", "ensemble")
 
 NPZ_REQUIRED: tuple[str, ...] = ("x_train", "y_train", "teacher_logits_train", "x_test")
 NPZ_OPTIONAL: tuple[str, ...] = ("y_test", "teacher_logits_test", "p_test")
@@ -211,7 +208,8 @@ def _class_probs(name: str, array: np.ndarray, m: int, k: int) -> torch.Tensor:
 class FitOptions:
     """Options of :func:`run_fit` (the ``fit`` subcommand). ``None`` means the method's default.
 
-    Method defaults: ``sghmc`` (the default method), ``hmc``, ``sgld``, ``psgld``: 200 draws
+    Method defaults (``MethodSpec.default_budget`` of :data:`~pyro_bkd.pipeline.methods.REGISTRY`):
+    ``sghmc`` (the default method), ``hmc``, ``sgld``, ``psgld``: 200 draws
     and 4 chains with the warm-up and thinning of :data:`pyro_bkd.infer.driver.DEFAULT_BUDGETS`;
     ``nuts``: 200 draws, 200 warm-up steps, thin 1, 2 chains; ``svi-*``: 200 guide draws;
     ``map``: 1 draw; ``mc-dropout``: 200 dropout masks (rate ``dropout``); ``ensemble``: 5
@@ -249,28 +247,19 @@ class FitOptions:
     progress: bool = True
     distributed: str = "auto"
     checkpoint: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def resolved(self) -> FitOptions:
         """A copy with method defaults filled in, after checking every option."""
         check_fit_options(self)
-        chain = {m: (200, *DEFAULT_BUDGETS[m][:1], 4, DEFAULT_BUDGETS[m][1]) for m in SAMPLERS}
-        defaults = {
-            **chain,
-            "nuts": (200, 200, 2, 1),
-            "svi-normal": (200, 0, 1, 1),
-            "svi-lowrank": (200, 0, 1, 1),
-            "map": (1, 0, 1, 1),
-            "mc-dropout": (200, 0, 1, 1),
-            "ensemble": (5, 0, 1, 1),
-        }[self.method]
+        spec = REGISTRY[self.method]
+        defaults = astuple(spec.default_budget)
         given = (self.num_samples, self.warmup, self.chains, self.thin)
         num_samples, warmup, chains, thin = (
             d if g is None else g for g, d in zip(given, defaults, strict=True)
         )
         if self.method == "map":
             num_samples, chains = 1, 1
-        if self.method in SVI_GUIDES or self.method in SELF_TRAINED:
+        if self.method in SVI_GUIDES or spec.trains_own_student:
             chains = 1
         return replace(
             self,
@@ -348,7 +337,7 @@ def check_fit_options(options: FitOptions) -> None:
             check_count(flag, value)
     check_count("--batch-size", options.batch_size)
     check_count("--warm-epochs", options.warm_epochs)
-    if options.method in SELF_TRAINED and options.warm_epochs < 1:
+    if REGISTRY[options.method].trains_own_student and options.warm_epochs < 1:
         raise InputError(
             f"--warm-epochs must be >= 1 with --method {options.method}: it is the number of "
             "KD epochs of each of its students"
@@ -369,7 +358,7 @@ def check_fit_budget(options: FitOptions, data: FitData, weights: int) -> None:
     """Refuse a resolved budget whose time or draw buffers would not be finite in practice."""
     chains, draws, thin = options.chains or 1, options.num_samples or 1, options.thin or 1
     iterations = (options.warmup or 0) + draws * thin
-    if options.method in MARKOV_CHAINS and iterations > MAX_CHAIN_ITERATIONS:
+    if REGISTRY[options.method].markov_chain and iterations > MAX_CHAIN_ITERATIONS:
         raise InputError(
             f"--warmup + --num-samples x --thin = {iterations} iterations per chain; at most "
             f"{MAX_CHAIN_ITERATIONS}"
@@ -423,11 +412,7 @@ def run_fit(options: FitOptions, log: Log = quiet) -> dict[str, Any]:
 
     student = new_student(opts.seed)
     weights = num_weights(student)
-    if opts.method == "nuts" and weights > NUTS_MAX_WEIGHTS:
-        raise InputError(
-            f"nuts is for small students (at most {NUTS_MAX_WEIGHTS} weights); student "
-            f"{opts.student!r} has {weights}: use sgld, psgld or an svi method"
-        )
+    REGISTRY[opts.method].check_size(weights, f"student {opts.student!r}")  # before KD
     check_fit_budget(opts, data, weights)
     opts = replace(opts, batch_size=min(opts.batch_size, int(data.x_train.shape[0])))
     fitted = _fit_inference(opts, data, student, new_student, dev, partition, log)
@@ -495,16 +480,9 @@ def _fit_inference(
         distributed=False if partition.mode == "single" else partition.mode,
         checkpoint=opts.checkpoint,
     )
-    if opts.warm_epochs > 0 and opts.method not in SELF_TRAINED:
+    if opts.warm_epochs > 0 and not REGISTRY[opts.method].trains_own_student:
         log(f"warm start: KD training for {opts.warm_epochs} epochs")
-        train_student_kd(
-            student,
-            train.x,
-            train.y,
-            train.teacher_logits,
-            seed=opts.seed,
-            **inputs.kd_options(budget),
-        )
+        inputs.fit_map(student, budget)
         partition.broadcast_module(student)
     log(f"inference: {opts.method}")
     stage = time.perf_counter()
@@ -523,7 +501,6 @@ def _fit_values(
     """The metrics (``metrics.json``) and the InferenceData (``posterior.nc``) of a fit."""
     output, weights, inference_seconds = fitted.output, fitted.weights, fitted.inference_seconds
     probs, stats, draws, config = output.probs, output.sample_stats, output.weights, output.config
-    num_train = int(data.x_train.shape[0])
     alpha = alpha_from_strength(opts.strength, opts.temperature)
     teacher_probs = None
     if data.teacher_logits_test is not None:
@@ -566,16 +543,25 @@ def _fit_values(
         log(f"verdict: {config['convergence']['message']}")
     if data.teacher_logits_test is not None:
         values["teacher"] = point_metrics(data.teacher_logits_test, data.y_test)
-    values["settings"] = {
+    values["settings"] = _fit_settings(opts, data, weights, config, dev)
+    values["wall_seconds"] = seconds(start)
+    return clean(values), idata
+
+
+def _fit_settings(
+    opts: FitOptions, data: FitData, weights: int, config: dict[str, Any], dev: torch.device
+) -> dict[str, Any]:
+    """The ``settings`` of a fit's ``metrics.json``."""
+    return {
         "data": os.path.abspath(opts.data),
         "student": opts.student,
         "weights": weights,
-        "num_train": num_train,
+        "num_train": int(data.x_train.shape[0]),
         "num_test": int(data.x_test.shape[0]),
         "num_classes": data.num_classes,
         "temperature": opts.temperature,
         "strength": opts.strength,
-        "kd_alpha": alpha,
+        "kd_alpha": alpha_from_strength(opts.strength, opts.temperature),
         "prior_scale": opts.prior_scale,
         "num_samples": opts.num_samples,
         "warmup": opts.warmup,
@@ -590,8 +576,6 @@ def _fit_values(
         "device": str(dev),
         "version": __version__,
     }
-    values["wall_seconds"] = seconds(start)
-    return clean(values), idata
 
 
 def _fit_write(

@@ -17,6 +17,7 @@ inputs as draws ``[chain, draw, N, K]`` (:class:`MethodOutput`):
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,30 +28,16 @@ from torch import nn
 from torch.func import stack_module_state
 
 from pyro_bkd._checks import InputError
+from pyro_bkd._torch import rng_devices
 from pyro_bkd.baselines import add_dropout, ensemble_probs, mc_dropout_probs, train_kd_ensemble
 from pyro_bkd.data import DistillationData
-from pyro_bkd.distill import train_student_kd, weight_decay_for_prior
-from pyro_bkd.infer.driver import sample
+from pyro_bkd.distill import KDResult, fit_map, kd_settings_for_map
+from pyro_bkd.infer.driver import DEFAULT_BUDGETS, sample
 from pyro_bkd.infer.svi import fit_svi
-from pyro_bkd.kd import alpha_from_strength
 from pyro_bkd.model import BKDModel
-from pyro_bkd.pipeline.common import cuda_indices, num_weights
+from pyro_bkd.pipeline.common import num_weights
 from pyro_bkd.predictive import check_finite_probs, predict_probs
 
-#: The Markov-chain methods, run by :func:`pyro_bkd.sample` (R-hat and ESS apply).
-MARKOV_CHAINS: tuple[str, ...] = ("hmc", "sghmc", "sgld", "psgld", "nuts")
-METHODS: tuple[str, ...] = (
-    "hmc",
-    "sghmc",
-    "sgld",
-    "psgld",
-    "map",
-    "nuts",
-    "svi-normal",
-    "svi-lowrank",
-    "mc-dropout",
-    "ensemble",
-)
 SVI_GUIDES: dict[str, str] = {"map": "delta", "svi-normal": "normal", "svi-lowrank": "lowrank"}
 #: NUTS recomputes the full-data gradient many times per draw: small students only.
 NUTS_MAX_WEIGHTS = 10_000
@@ -130,6 +117,19 @@ class MethodInputs:
         model = BKDModel(student, self.temperature, self.strength, self.prior_scale)
         return model.to(self.device)
 
+    def fit_map(self, student: nn.Module, budget: MethodBudget, *, alone: bool = False) -> KDResult:
+        """Train ``student`` in place by :func:`~pyro_bkd.distill.fit_map` on ``train`` (seed
+        ``seed``, ``kd_epochs``, ``batch_size`` and ``lr`` of ``budget``): KD as the MAP of
+        ``BKDModel(student, tau, lam, sigma)``; ``alone=True``: ``lam = 0`` and no teacher,
+        the MAP of the student trained alone."""
+        model = BKDModel(
+            student, self.temperature, 0.0 if alone else self.strength, self.prior_scale
+        )
+        train = DistillationData(self.train.x, self.train.y) if alone else self.train
+        return fit_map(
+            model, train, seed=self.seed, **_kd_training(budget, self.device, self.progress)
+        )
+
     def kd_options(self, budget: MethodBudget) -> dict[str, Any]:
         """:func:`kd_options` for these inputs."""
         return kd_options(
@@ -157,14 +157,18 @@ def kd_options(
     search of the BKD model (SPEC §3): ``alpha = lam / (lam + tau^2)`` and the weight decay of
     the ``Normal(0, sigma^2)`` weight prior; ``kd_epochs``, ``batch_size`` and ``lr`` of
     ``budget``."""
-    alpha = alpha_from_strength(strength, temperature)
     return {
-        "temperature": temperature,
-        "alpha": alpha,
+        **kd_settings_for_map(temperature, strength, prior_scale, num_train),
+        **_kd_training(budget, device, progress),
+    }
+
+
+def _kd_training(budget: MethodBudget, device: torch.device, progress: bool) -> dict[str, Any]:
+    """The training keywords of :func:`~pyro_bkd.distill.train_student_kd` from ``budget``."""
+    return {
         "epochs": budget.kd_epochs,
         "batch_size": budget.batch_size,
         "lr": budget.lr,
-        "weight_decay": weight_decay_for_prior(prior_scale, num_train, alpha),
         "device": device,
         "progress": progress,
     }
@@ -182,8 +186,49 @@ class MethodOutput:
     config: dict[str, Any]
 
 
-def check_method(method: str, valid: tuple[str, ...] = METHODS) -> str:
-    """``method`` if it is one of ``valid``; else ``ValueError`` listing the valid names."""
+@dataclass(frozen=True)
+class FitDefaults:
+    """``pyro-bkd fit``'s defaults of a method: kept draws per chain, warm-up, chains, thin."""
+
+    num_samples: int
+    warmup: int
+    chains: int
+    thin: int
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One inference method: how it runs and the facts the jobs and the CLI read about it.
+
+    Attributes:
+        name: the method's name on the command line and in the outputs.
+        run: ``(inputs, budget) -> MethodOutput``.
+        markov_chain: its draws form Markov chains (R-hat and ESS apply).
+        trains_own_student: it trains its own KD students (no shared KD warm start).
+        default_budget: the defaults of ``pyro-bkd fit``.
+        max_weights: the largest student it accepts (``None``: any).
+    """
+
+    name: str
+    run: Callable[[MethodInputs, MethodBudget], MethodOutput]
+    markov_chain: bool
+    trains_own_student: bool
+    default_budget: FitDefaults
+    max_weights: int | None = None
+
+    def check_size(self, weights: int, student: str = "this student") -> None:
+        """``InputError`` when a student of ``weights`` weights is too large for the method."""
+        if self.max_weights is not None and weights > self.max_weights:
+            raise InputError(
+                f"{self.name} is for small students (at most {self.max_weights} weights); "
+                f"{student} has {weights}: use sgld, psgld or an svi method"
+            )
+
+
+def check_method(method: str, valid: tuple[str, ...] | None = None) -> str:
+    """``method`` if it is one of ``valid`` (default :data:`METHODS`); else ``ValueError``
+    listing the valid names."""
+    valid = METHODS if valid is None else valid
     if method not in valid:
         raise InputError(f"unknown method {method!r}; valid: {', '.join(valid)}")
     return method
@@ -195,21 +240,11 @@ def run_method(method: str, inputs: MethodInputs, budget: MethodBudget) -> Metho
     Raises:
         FloatingPointError: the method's class probabilities are NaN or inf at some test input.
     """
-    output = _dispatch(check_method(method), inputs, budget)
+    spec = REGISTRY[check_method(method)]
+    spec.check_size(num_weights(inputs.warm_student))
+    output = spec.run(inputs, budget)
     check_finite_probs(output.probs)
     return output
-
-
-def _dispatch(method: str, inputs: MethodInputs, budget: MethodBudget) -> MethodOutput:
-    if method in MARKOV_CHAINS and method != "nuts":
-        return _run_chain(method, inputs, budget)
-    if method in SVI_GUIDES:
-        return _run_svi(method, inputs, budget)
-    if method == "nuts":
-        return _run_nuts(inputs, budget)
-    if method == "mc-dropout":
-        return _run_mc_dropout(inputs, budget)
-    return _run_ensemble(inputs, budget)
 
 
 def _run_chain(method: str, inputs: MethodInputs, budget: MethodBudget) -> MethodOutput:
@@ -259,7 +294,7 @@ def _run_svi(method: str, inputs: MethodInputs, budget: MethodBudget) -> MethodO
         progress=inputs.progress,
     )
     num_samples = 1 if method == "map" else budget.num_samples
-    with torch.random.fork_rng(devices=cuda_indices(inputs.device)):
+    with torch.random.fork_rng(devices=rng_devices(inputs.device)):
         pyro.set_rng_seed(inputs.seed)
         draws = fit.draws(num_samples)
         probs = predict_probs(model.student, draws, inputs.x_test)
@@ -280,12 +315,7 @@ def _run_nuts(inputs: MethodInputs, budget: MethodBudget) -> MethodOutput:
     from pyro.infer import MCMC, NUTS
     from pyro.infer.autoguide.initialization import init_to_value
 
-    weights = num_weights(inputs.warm_student)
-    if weights > NUTS_MAX_WEIGHTS:
-        raise InputError(
-            f"nuts is for small students (at most {NUTS_MAX_WEIGHTS} weights); this student "
-            f"has {weights}: use sgld, psgld or an svi method"
-        )
+    weights = num_weights(inputs.warm_student)  # at most NUTS_MAX_WEIGHTS (run_method)
     model = inputs.model()
     data = inputs.train.to(inputs.device)
     start_values = model.initial_values()
@@ -293,7 +323,7 @@ def _run_nuts(inputs: MethodInputs, budget: MethodBudget) -> MethodOutput:
     per_chain: list[dict[str, torch.Tensor]] = []
     divergences = 0
     for chain in range(budget.chains):
-        with torch.random.fork_rng(devices=cuda_indices(inputs.device)):
+        with torch.random.fork_rng(devices=rng_devices(inputs.device)):
             pyro.set_rng_seed(inputs.seed + chain)
             kernel = NUTS(
                 model, init_strategy=init_to_value(values=start_values), full_mass=dense_mass
@@ -328,15 +358,7 @@ def _run_nuts(inputs: MethodInputs, budget: MethodBudget) -> MethodOutput:
 def _run_mc_dropout(inputs: MethodInputs, budget: MethodBudget) -> MethodOutput:
     """A fresh student (seed ``seed``) with dropout, trained by KD, masks drawn at test time."""
     student = add_dropout(inputs.new_student(inputs.seed), budget.dropout_rate, inputs.train.x[:2])
-    train = inputs.train
-    train_student_kd(
-        student,
-        train.x,
-        train.y,
-        train.teacher_logits,
-        seed=inputs.seed,
-        **inputs.kd_options(budget),
-    )
+    inputs.fit_map(student, budget)
     probs = mc_dropout_probs(student, inputs.x_test, budget.num_samples, seed=inputs.seed)
     config = {
         "method": "mc-dropout",
@@ -374,3 +396,34 @@ def _run_ensemble(inputs: MethodInputs, budget: MethodBudget) -> MethodOutput:
         "batch_size": budget.batch_size,
     }
     return MethodOutput(probs, None, weights, config)
+
+
+def _registry() -> dict[str, MethodSpec]:
+    """Every method, in the order of the comparison's columns."""
+
+    def chain(name: str) -> MethodSpec:
+        warmup, thin = DEFAULT_BUDGETS[name]
+        run = functools.partial(_run_chain, name)
+        return MethodSpec(name, run, True, False, FitDefaults(200, warmup, 4, thin))
+
+    def svi(name: str, num_samples: int) -> MethodSpec:
+        run = functools.partial(_run_svi, name)
+        return MethodSpec(name, run, False, False, FitDefaults(num_samples, 0, 1, 1))
+
+    specs = [
+        *(chain(name) for name in ("hmc", "sghmc", "sgld", "psgld")),
+        svi("map", 1),
+        MethodSpec("nuts", _run_nuts, True, False, FitDefaults(200, 200, 2, 1), NUTS_MAX_WEIGHTS),
+        svi("svi-normal", 200),
+        svi("svi-lowrank", 200),
+        MethodSpec("mc-dropout", _run_mc_dropout, False, True, FitDefaults(200, 0, 1, 1)),
+        MethodSpec("ensemble", _run_ensemble, False, True, FitDefaults(5, 0, 1, 1)),
+    ]
+    return {spec.name: spec for spec in specs}
+
+
+#: The inference methods by name: :class:`MethodSpec` s read by ``fit``'s defaults,
+#: ``compare``'s columns, the size guard and the CLI help.
+REGISTRY: dict[str, MethodSpec] = _registry()
+#: The method names, in the registry's order.
+METHODS: tuple[str, ...] = tuple(REGISTRY)

@@ -103,12 +103,7 @@ def run_teacher(options: TeacherOptions, log: Log = quiet) -> dict[str, Any]:
     check_teacher_options(options)
     dev = resolve_device(options.device)
     start = time.perf_counter()
-    loader_options: dict[str, Any] = {}
-    if options.test_only:
-        loader_options["test_only"] = True
-    if options.dataset == "digits":
-        loader_options["seed"] = options.seed
-    dataset = load_dataset(options.dataset, options.data_root, **loader_options)
+    dataset = _teacher_dataset(options)
     x_train, y_train = dataset.x_train, dataset.y_train
     teacher = build_student(options.arch, x_train, dataset.num_classes, seed=options.seed)
     log(
@@ -116,10 +111,58 @@ def run_teacher(options: TeacherOptions, log: Log = quiet) -> dict[str, Any]:
         f"of shape {tuple(x_train.shape[1:])}, {dataset.num_classes} classes; teacher "
         f"{options.arch} ({num_weights(teacher)} weights)"
     )
-    common = {"batch_size": options.batch_size, "seed": options.seed, "device": dev}
-    mll_epochs = options.epochs
+    values = _train_the_teacher(teacher, dataset, options, dev, log)
+    logits_train = teacher_logits(teacher, x_train)
+    logits_test = teacher_logits(teacher, dataset.x_test)
+    if not (torch.isfinite(logits_train).all() and torch.isfinite(logits_test).all()):
+        raise FloatingPointError(
+            f"teacher training diverged (NaN or inf logits): --lr {options.lr:g} or "
+            f"--finetune-lr {options.finetune_lr:g} is too large"
+        )
+    values.update(point_metrics(logits_test, dataset.y_test))
+    values["train_accuracy"] = float((logits_train.argmax(-1) == y_train).double().mean())
+    values["cmi"] = _train_cmi(teacher, x_train, y_train, dataset.num_classes)
+    values.update(_teacher_settings(options, teacher, dataset, dev))
+    arrays = {
+        "y_train": y_train.numpy(),
+        "teacher_logits_train": logits_train.numpy(),
+        "y_test": dataset.y_test.numpy(),
+        "teacher_logits_test": logits_test.numpy(),
+    }
+    if options.save_inputs:
+        arrays = {"x_train": x_train.numpy(), "x_test": dataset.x_test.numpy(), **arrays}
+    values["wall_seconds"] = seconds(start)
+    values = clean(values)
+    run = {"command": "pyro-bkd teacher", "seed": options.seed, "objective": options.objective}
+    with output_folder(options.out, run) as out_dir:  # moved into place once complete
+        _write_teacher(out_dir, teacher, options, dataset, arrays, values)
+    return values
+
+
+def _teacher_dataset(options: TeacherOptions) -> Dataset:
+    """The data set of ``options`` (digits split by ``seed``; ``test_only`` passed on)."""
+    loader_options: dict[str, Any] = {}
+    if options.test_only:
+        loader_options["test_only"] = True
+    if options.dataset == "digits":
+        loader_options["seed"] = options.seed
+    return load_dataset(options.dataset, options.data_root, **loader_options)
+
+
+def _mll_epochs(options: TeacherOptions) -> int:
+    """Epochs of the MLL stage: ``mll_epochs`` (default ``epochs``) before MCMI, else ``epochs``."""
     if options.objective == "mcmi":
-        mll_epochs = options.mll_epochs or options.epochs
+        return options.mll_epochs or options.epochs
+    return options.epochs
+
+
+def _train_the_teacher(
+    teacher: nn.Module, dataset: Dataset, options: TeacherOptions, dev: torch.device, log: Log
+) -> dict[str, Any]:
+    """MLL training, then MCMI fine-tuning for ``mcmi``; the MLL teacher's CMI and accuracy."""
+    x_train, y_train = dataset.x_train, dataset.y_train
+    common = {"batch_size": options.batch_size, "seed": options.seed, "device": dev}
+    mll_epochs = _mll_epochs(options)
     log(f"MLL training: {mll_epochs} epochs")
     train_teacher(
         teacher,
@@ -149,48 +192,30 @@ def run_teacher(options: TeacherOptions, log: Log = quiet) -> dict[str, Any]:
             progress=options.progress,
             **common,
         )
-    logits_train = teacher_logits(teacher, x_train)
-    logits_test = teacher_logits(teacher, dataset.x_test)
-    if not (torch.isfinite(logits_train).all() and torch.isfinite(logits_test).all()):
-        raise FloatingPointError(
-            f"teacher training diverged (NaN or inf logits): --lr {options.lr:g} or "
-            f"--finetune-lr {options.finetune_lr:g} is too large"
-        )
-    values.update(point_metrics(logits_test, dataset.y_test))
-    values["train_accuracy"] = float((logits_train.argmax(-1) == y_train).double().mean())
-    values["cmi"] = _train_cmi(teacher, x_train, y_train, dataset.num_classes)
-    values.update(
-        {
-            "objective": options.objective,
-            "arch": options.arch,
-            "weights": num_weights(teacher),
-            "epochs": options.epochs,
-            "mll_epochs": mll_epochs if options.objective == "mcmi" else None,
-            "cmi_weight": options.cmi_weight if options.objective == "mcmi" else None,
-            "lr": options.lr,
-            "finetune_lr": options.finetune_lr if options.objective == "mcmi" else None,
-            "num_train": int(x_train.shape[0]),
-            "num_test": int(dataset.x_test.shape[0]),
-            "num_classes": dataset.num_classes,
-            "seed": options.seed,
-            "device": str(dev),
-            "version": __version__,
-        }
-    )
-    arrays = {
-        "y_train": y_train.numpy(),
-        "teacher_logits_train": logits_train.numpy(),
-        "y_test": dataset.y_test.numpy(),
-        "teacher_logits_test": logits_test.numpy(),
-    }
-    if options.save_inputs:
-        arrays = {"x_train": x_train.numpy(), "x_test": dataset.x_test.numpy(), **arrays}
-    values["wall_seconds"] = seconds(start)
-    values = clean(values)
-    run = {"command": "pyro-bkd teacher", "seed": options.seed, "objective": options.objective}
-    with output_folder(options.out, run) as out_dir:  # moved into place once complete
-        _write_teacher(out_dir, teacher, options, dataset, arrays, values)
     return values
+
+
+def _teacher_settings(
+    options: TeacherOptions, teacher: nn.Module, dataset: Dataset, dev: torch.device
+) -> dict[str, Any]:
+    """The run's settings recorded in ``metrics.json``."""
+    mcmi = options.objective == "mcmi"
+    return {
+        "objective": options.objective,
+        "arch": options.arch,
+        "weights": num_weights(teacher),
+        "epochs": options.epochs,
+        "mll_epochs": _mll_epochs(options) if mcmi else None,
+        "cmi_weight": options.cmi_weight if mcmi else None,
+        "lr": options.lr,
+        "finetune_lr": options.finetune_lr if mcmi else None,
+        "num_train": int(dataset.x_train.shape[0]),
+        "num_test": int(dataset.x_test.shape[0]),
+        "num_classes": dataset.num_classes,
+        "seed": options.seed,
+        "device": str(dev),
+        "version": __version__,
+    }
 
 
 def _write_teacher(
