@@ -37,7 +37,6 @@ itself is not in the local data). ``--quick --datasets digits`` is the test's sm
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import sys
 import time
@@ -54,7 +53,7 @@ import mcmi_fewshot as base
 from pyro_bkd import ConvergenceWarning, cmi, plots
 from pyro_bkd.data.splits import few_shot_indices, zero_shot_indices
 from pyro_bkd.report import mean_sd, write_marked_section
-from pyro_bkd.teachers import teacher_logits, train_teacher
+from pyro_bkd.teachers import teacher_logits
 
 MARKER = "mcmi_dose"
 PAPER_SCALE = base.Config(
@@ -91,37 +90,11 @@ def measure(net: torch.nn.Module, data: base.Dataset, device: str | None) -> dic
 
 def teachers(data: base.Dataset, config: base.Config, args: argparse.Namespace) -> dict:
     """``{"mll": info, (length, weight): info}`` for every fine-tune of the grid."""
-    mll = base.build(config.teacher, config.teacher_kwargs, data.num_classes, seed=0)
-    train_teacher(
-        mll,
-        data.x_train,
-        data.y_train,
-        objective="mll",
-        epochs=config.teacher_epochs,
-        lr=config.teacher_lr,
-        batch_size=config.batch_size,
-        seed=0,
-        device=args.device,
-        progress=args.progress,
-    )
+    mll = base.train_mll_teacher(data, config, args.progress, args.device)
     out = {"mll": measure(mll, data, args.device)}
     for length in args.lengths:
         for weight in args.weights:
-            net = copy.deepcopy(mll)
-            train_teacher(
-                net,
-                data.x_train,
-                data.y_train,
-                objective="mcmi",
-                epochs=length,
-                lr=config.mcmi_lr,
-                batch_size=config.batch_size,
-                cmi_weight=weight,
-                centroids="fixed",
-                seed=0,
-                device=args.device,
-                progress=args.progress,
-            )
+            net = base.fine_tune_mcmi(mll, data, config, length, weight, args.progress, args.device)
             out[(length, weight)] = measure(net, data, args.device)
             info = out[(length, weight)]
             print(

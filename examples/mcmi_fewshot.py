@@ -202,8 +202,10 @@ def build(name: str, kwargs: dict, num_classes: int, seed: int) -> nn.Module:
     return models.build(name, num_classes, **kwargs)
 
 
-def train_teachers(data: Dataset, config: Config, progress: bool) -> dict[str, dict]:
-    """MLL teacher and MCMI teacher (a fine-tuned copy); their accuracy, CMI and logits."""
+def train_mll_teacher(
+    data: Dataset, config: Config, progress: bool, device: str | None = None
+) -> nn.Module:
+    """The MLL teacher: ``config.teacher`` trained by maximum likelihood (seed 0)."""
     mll = build(config.teacher, config.teacher_kwargs, data.num_classes, seed=0)
     train_teacher(
         mll,
@@ -214,22 +216,45 @@ def train_teachers(data: Dataset, config: Config, progress: bool) -> dict[str, d
         lr=config.teacher_lr,
         batch_size=config.batch_size,
         seed=0,
+        device=device,
         progress=progress,
     )
+    return mll
+
+
+def fine_tune_mcmi(
+    mll: nn.Module,
+    data: Dataset,
+    config: Config,
+    epochs: int,
+    cmi_weight: float,
+    progress: bool,
+    device: str | None = None,
+) -> nn.Module:
+    """A copy of ``mll`` fine-tuned ``epochs`` epochs by MCMI (log-likelihood plus
+    ``cmi_weight`` times the CMI, fixed centroids; seed 0)."""
     mcmi = copy.deepcopy(mll)
     train_teacher(
         mcmi,
         data.x_train,
         data.y_train,
         objective="mcmi",
-        epochs=config.mcmi_epochs,
+        epochs=epochs,
         lr=config.mcmi_lr,
         batch_size=config.batch_size,
-        cmi_weight=CMI_WEIGHT,
+        cmi_weight=cmi_weight,
         centroids="fixed",
         seed=0,
+        device=device,
         progress=progress,
     )
+    return mcmi
+
+
+def train_teachers(data: Dataset, config: Config, progress: bool) -> dict[str, dict]:
+    """MLL teacher and MCMI teacher (a fine-tuned copy); their accuracy, CMI and logits."""
+    mll = train_mll_teacher(data, config, progress)
+    mcmi = fine_tune_mcmi(mll, data, config, config.mcmi_epochs, CMI_WEIGHT, progress)
     teachers = {}
     for label, net in (("MLL", mll), ("MCMI", mcmi)):
         logits = teacher_logits(net, data.x_train)

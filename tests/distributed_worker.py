@@ -46,4 +46,4 @@ if __name__ == "__main__":
         distributed=False if mode == "off" else mode,
     )
     if is_main_process():
-        torch.save({"probs": result.probs}, out)
+        torch.save({"probs": result.probs, "split": result.config["distributed"]}, out)

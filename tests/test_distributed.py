@@ -138,6 +138,14 @@ def test_data_parallel_minibatches_equal_one_process(tmp_path):
         assert done.returncode == 0, done.stderr[-3000:]
     a, b = torch.load(single), torch.load(split)
     torch.testing.assert_close(b["probs"], a["probs"], atol=1e-4, rtol=0)
+    assert a["split"] == {"mode": "single", "world_size": 1}
+    assert b["split"] == {  # N = 301 over 2 ranks; each holds about m n_r / N of a minibatch
+        "mode": "data",
+        "world_size": 2,
+        "rows_per_rank": [151, 150],
+        "global_batch_size": 32,
+        "batch_size_per_rank": [16.05, 15.95],
+    }
 
 
 def test_a_failing_rank_stops_the_run_with_its_message_and_no_output(npz, tmp_path):

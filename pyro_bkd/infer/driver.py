@@ -492,7 +492,7 @@ class _Run:
             **setup.config,
             **config,
             "keep_weights": keep_weights,
-            "distributed": partition.config,
+            "distributed": partition.config(potential.num_examples, setup.batch_size),
         }
         self.warm_start = warm_start
         self.init_spread = _checks.nonnegative_float("init_spread", init_spread)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
@@ -120,9 +120,26 @@ class Partition:
         path = os.fspath(path)
         return path if self.world_size == 1 else f"{path}.rank{self.rank}-of-{self.world_size}"
 
-    @property
-    def config(self) -> dict[str, str | int]:
-        return {"mode": self.mode, "world_size": self.world_size}
+    def config(self, num_examples: int | None, batch_size: int | None) -> dict[str, Any]:
+        """The split, for a run's config: mode and processes; with the data split, each
+        rank's rows and its expected share of a global minibatch of ``batch_size``
+        (``m n_r / N``: the rows of the minibatch that fall in its shard; ``None``: full
+        batch, all its rows)."""
+        config: dict[str, Any] = {"mode": self.mode, "world_size": self.world_size}
+        if self.mode == "data" and num_examples is not None:
+            shards = [
+                hi - lo
+                for lo, hi in (
+                    dataclasses.replace(self, rank=r).shard(num_examples)
+                    for r in range(self.world_size)
+                )
+            ]
+            config["rows_per_rank"] = shards
+            config["global_batch_size"] = batch_size or num_examples
+            config["batch_size_per_rank"] = [
+                n if batch_size is None else round(batch_size * n / num_examples, 2) for n in shards
+            ]
+        return config
 
 
 def _launched_on_several_processes() -> bool:
