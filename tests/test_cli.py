@@ -237,9 +237,8 @@ def test_fit_options_resolve_one_teacher_strength(
 
 
 def test_fit_options_refuse_alpha_with_strength(npz: Path, tmp_path: Path) -> None:
-    options = FitOptions(data=str(npz), out=str(tmp_path / "o"), alpha=0.5, strength=2.0)
-    with pytest.raises(InputError, match="--alpha and --strength both set"):
-        options.resolved()
+    with pytest.raises(InputError, match="--alpha and --strength both set"):  # on construction
+        FitOptions(data=str(npz), out=str(tmp_path / "o"), alpha=0.5, strength=2.0)
 
 
 def test_failed_fit_leaves_no_partial_file(

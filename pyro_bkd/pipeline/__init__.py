@@ -33,7 +33,14 @@ from pyro_bkd.pipeline.compare import (
     CompareOptions,
     run_compare,
 )
-from pyro_bkd.pipeline.demo import DEMO_METHODS, FULL_BUDGET, QUICK_BUDGET, DemoBudget, run_demo
+from pyro_bkd.pipeline.demo import (
+    DEMO_METHODS,
+    FULL_BUDGET,
+    QUICK_BUDGET,
+    DemoBudget,
+    DemoOptions,
+    run_demo,
+)
 from pyro_bkd.pipeline.fit import FitData, FitOptions, load_fit_data, run_fit
 from pyro_bkd.pipeline.methods import METHODS, REGISTRY, MethodBudget, MethodSpec
 from pyro_bkd.pipeline.teacher import (
@@ -57,6 +64,7 @@ __all__ = [
     "TEACHER_DATASETS",
     "CompareOptions",
     "DemoBudget",
+    "DemoOptions",
     "FitData",
     "FitOptions",
     "MethodBudget",

@@ -30,6 +30,7 @@ is marked ``failed`` with the reason; the other methods' results are kept.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import time
@@ -71,6 +72,7 @@ from pyro_bkd.pipeline.methods import (
     check_method,
     run_method,
 )
+from pyro_bkd.pipeline.options import DATA_ROOT_HELP, OUT_HELP, SEED_HELP, integer, option
 from pyro_bkd.pipeline.teacher import (
     TEACHER_DATASETS,
     read_teacher_checkpoint,
@@ -209,52 +211,78 @@ QUICK_BUDGET = MethodBudget(
 QUICK_SIZES = {"num_train": 256, "num_test": 64}
 
 
-@dataclass
+def method_list(text: str) -> tuple[str, ...]:
+    """``--methods``: comma-separated names of ``compare``'s methods, or ``all``."""
+    if text.strip().lower() == "all":
+        return COMPARE_METHODS
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in COMPARE_METHODS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown method(s) {', '.join(unknown) or repr(text)}; valid: "
+            f"{', '.join(COMPARE_METHODS)} (or all)"
+        )
+    return names
+
+
+@dataclass(frozen=True)
 class CompareOptions:
     """Options of :func:`run_compare` (the ``compare`` subcommand).
 
     ``methods``: names of :data:`COMPARE_METHODS` (the teacher row is always there).
     ``teacher``: a ``teacher.pt`` of ``pyro-bkd teacher`` or of an earlier ``compare`` for the
     same data set (``None``: train one). ``num_train``/``num_test``/``budget`` override the
-    data set's :class:`Preset`.
+    data set's :class:`Preset`. Each field but ``budget`` is also a flag of ``pyro-bkd
+    compare`` (:mod:`pyro_bkd.pipeline.options`); the values are checked at construction
+    (:class:`~pyro_bkd.InputError` naming the flag; ``FileNotFoundError`` for ``--teacher``).
     """
 
-    dataset: str
-    out: str
-    methods: tuple[str, ...] = DEFAULT_METHODS
-    teacher: str | None = None
-    seed: int = 0
-    quick: bool = False
-    num_train: int | None = None
-    num_test: int | None = None
+    dataset: str = option(choices=COMPARE_DATASETS)
+    out: str = option(help=OUT_HELP)
+    methods: tuple[str, ...] = option(
+        DEFAULT_METHODS,
+        type=method_list,
+        metavar="M1,M2,...",
+        help=(
+            f"comma-separated, or 'all': {', '.join(COMPARE_METHODS)} "
+            f"(default: {','.join(DEFAULT_METHODS)})"
+        ),
+    )
+    teacher: str | None = option(
+        None,
+        metavar="TEACHER.pt",
+        help="a teacher.pt of 'pyro-bkd teacher' or of an earlier compare (default: train one)",
+    )
+    num_train: int | None = option(None, type=integer, help="stratified subset of the train split")
+    num_test: int | None = option(None, type=integer, help="first test examples only")
+    data_root: str | None = option(None, help=DATA_ROOT_HELP)
+    seed: int = option(0, type=integer, help=SEED_HELP)
+    quick: bool = option(False, action="store_true", help="a tiny budget (seconds, for tests)")
     budget: MethodBudget | None = None
-    data_root: str | None = None
     device: str | None = None
     progress: bool = True
 
-
-def check_compare_options(options: CompareOptions) -> tuple[str, ...]:
-    """Raise ``ValueError`` naming the first bad option; return the methods, deduplicated."""
-    if options.dataset not in COMPARE_DATASETS:
-        raise InputError(
-            f"unknown dataset {options.dataset!r}; valid: {', '.join(COMPARE_DATASETS)}"
-        )
-    if isinstance(options.methods, str) or not options.methods:
-        raise InputError(
-            f"--methods must name at least one method; valid: {', '.join(COMPARE_METHODS)}"
-        )
-    for method in options.methods:
-        check_method(method, COMPARE_METHODS)
-    check_out_dir(options.out)
-    check_count("--seed", options.seed)
-    for flag, value in (("--num-train", options.num_train), ("--num-test", options.num_test)):
-        if value is not None:
-            check_count(flag, value)
-    if options.teacher is not None and not Path(options.teacher).is_file():
-        raise FileNotFoundError(f"--teacher {options.teacher!r} is not a file")
-    if options.dataset == "digits" and options.data_root is not None:
-        raise InputError("digits ships with scikit-learn; --data-root does not apply")
-    return tuple(dict.fromkeys(options.methods))
+    def __post_init__(self) -> None:
+        """Raise :class:`~pyro_bkd.InputError` naming the first bad option."""
+        if self.dataset not in COMPARE_DATASETS:
+            raise InputError(
+                f"unknown dataset {self.dataset!r}; valid: {', '.join(COMPARE_DATASETS)}"
+            )
+        if isinstance(self.methods, str) or not self.methods:
+            raise InputError(
+                f"--methods must name at least one method; valid: {', '.join(COMPARE_METHODS)}"
+            )
+        for method in self.methods:
+            check_method(method, COMPARE_METHODS)
+        check_out_dir(self.out)
+        check_count("--seed", self.seed)
+        for flag, value in (("--num-train", self.num_train), ("--num-test", self.num_test)):
+            if value is not None:
+                check_count(flag, value)
+        if self.teacher is not None and not Path(self.teacher).is_file():
+            raise FileNotFoundError(f"--teacher {self.teacher!r} is not a file")
+        if self.dataset == "digits" and self.data_root is not None:
+            raise InputError("digits ships with scikit-learn; --data-root does not apply")
 
 
 def run_compare(options: CompareOptions, log: Log = quiet) -> dict[str, Any]:
@@ -268,7 +296,7 @@ def run_compare(options: CompareOptions, log: Log = quiet) -> dict[str, Any]:
     started at the KD student (``mc-dropout`` and ``ensemble`` train their own KD students).
     A method's wall time is its own stage: the shared KD warm start is in the ``kd`` row.
     """
-    methods = check_compare_options(options)
+    methods = tuple(dict.fromkeys(options.methods))  # each once, in the order given
     preset = PRESETS[options.dataset]
     budget = options.budget or (QUICK_BUDGET if options.quick else preset.budget)
     sizes = QUICK_SIZES if options.quick else {}

@@ -48,6 +48,7 @@ from pyro_bkd.pipeline.common import (
     write_figures,
     write_json,
 )
+from pyro_bkd.pipeline.options import OUT_HELP, SEED_HELP, integer, option
 from pyro_bkd.predictive import predict_probs
 from pyro_bkd.report import write_report
 from pyro_bkd.teachers import teacher_logits, train_teacher
@@ -91,6 +92,27 @@ DEMO_PRIOR_SCALE = 1.0
 DEMO_METHODS: tuple[str, ...] = ("teacher", "student_alone", "kd", "map", "bkd")
 
 
+@dataclass(frozen=True)
+class DemoOptions:
+    """Options of :func:`run_demo` (the ``demo`` subcommand), checked at construction
+    (:class:`~pyro_bkd.InputError` naming the flag); each field but ``device`` and
+    ``progress`` is also a flag of ``pyro-bkd demo`` (:mod:`pyro_bkd.pipeline.options`)."""
+
+    out: str | os.PathLike[str] = option(help=OUT_HELP)
+    seed: int = option(0, type=integer, help=SEED_HELP)
+    quick: bool = option(
+        False,
+        action="store_true",
+        help="a tiny budget (seconds, for tests); numbers mean nothing",
+    )
+    device: str | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        check_count("--seed", self.seed)
+        check_out_dir(self.out)
+
+
 def run_demo(
     out: str | os.PathLike[str],
     *,
@@ -113,8 +135,7 @@ def run_demo(
     inputs and, for the robustness test, at noisy test inputs; the convergence verdict is
     logged, stored in ``metrics.json`` and opens the report.
     """
-    check_count("--seed", seed)
-    check_out_dir(out)
+    DemoOptions(out, seed=seed, quick=quick, device=device, progress=progress)  # checks them
     dev = resolve_device(device)
     run = {"command": "pyro-bkd demo", "seed": seed, "quick": quick}
     with output_folder(out, run) as out_dir:  # moved into place once complete

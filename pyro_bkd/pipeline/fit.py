@@ -50,6 +50,8 @@ from pyro_bkd.pipeline.common import (
     write_json,
 )
 from pyro_bkd.pipeline.methods import (
+    FULL_BATCH_MAX,
+    METHODS,
     REGISTRY,
     SVI_GUIDES,
     MethodBudget,
@@ -58,9 +60,9 @@ from pyro_bkd.pipeline.methods import (
     check_method,
     run_method,
 )
+from pyro_bkd.pipeline.options import OUT_HELP, SEED_HELP, integer, number, option
+from pyro_bkd.pipeline.options import prior_scale as prior_scale_or_none
 from pyro_bkd.report import write_report
-
-#: Methods that train their own KD students (no warm start needed).
 
 NPZ_REQUIRED: tuple[str, ...] = ("x_train", "y_train", "teacher_logits_train", "x_test")
 NPZ_OPTIONAL: tuple[str, ...] = ("y_test", "teacher_logits_test", "p_test")
@@ -204,9 +206,29 @@ def _class_probs(name: str, array: np.ndarray, m: int, k: int) -> torch.Tensor:
     return torch.from_numpy(array.astype(np.float64))
 
 
-@dataclass
+STUDENT_HELP = (
+    "student network: linear, mlp, mlp:H1,H2,... (hidden widths), small_cnn:W (width), or a "
+    "models name (lenet, small_cnn, resnet8, resnet20, ..., wrn_16_2, vgg8; convolutional "
+    "students need x of shape [N, C, H, W]); input size from x_train"
+)
+
+
+def defaults_help(name: str, chains_only: bool = False) -> str:
+    """``fit``'s default of the budget field ``name`` per method, from the method registry:
+    methods that share a value are grouped, e.g. ``hmc/sgld: 4; map: 1``."""
+    groups: dict[int, list[str]] = {}
+    for method, spec in REGISTRY.items():
+        if spec.markov_chain or not chains_only:
+            groups.setdefault(getattr(spec.default_budget, name), []).append(method)
+    return "; ".join(f"{'/'.join(names)}: {value}" for value, names in groups.items())
+
+
+@dataclass(frozen=True)
 class FitOptions:
     """Options of :func:`run_fit` (the ``fit`` subcommand). ``None`` means the method's default.
+
+    Each field is also a flag of ``pyro-bkd fit`` (:mod:`pyro_bkd.pipeline.options`); the
+    values are checked at construction (:class:`~pyro_bkd.InputError` naming the flag).
 
     Method defaults (``MethodSpec.default_budget`` of :data:`~pyro_bkd.pipeline.methods.REGISTRY`):
     ``sghmc`` (the default method), ``hmc``, ``sgld``, ``psgld``: 200 draws
@@ -222,35 +244,158 @@ class FitOptions:
     ``tau = 4``, as in ``demo``). :meth:`resolved` turns ``alpha`` into ``strength``.
     """
 
-    data: str
-    out: str
-    student: str = "linear"
-    temperature: float = 4.0
-    strength: float | None = None
-    alpha: float | None = None
-    prior_scale: float | None = 1.0
-    method: str = DEFAULT_METHOD
-    num_samples: int | None = None
-    warmup: int | None = None
-    chains: int | None = None
-    thin: int | None = None
-    batch_size: int = 128
-    step_size: float | None = None
-    lr: float = 3e-3
-    warm_epochs: int = 30
-    steps: int = 2000
-    seed: int = 0
+    data: str = option(metavar="FILE.npz", help="input arrays")
+    out: str = option(help=OUT_HELP)
+    student: str = option("linear", help=STUDENT_HELP + " (linear)")
+    temperature: float = option(4.0, type=number, help="tau > 0 of the TIP (4)")
+    alpha: float | None = option(
+        None,
+        type=number,
+        group="teacher weight",
+        help=(
+            "KD's weight alpha in [0, 1) of the teacher term, mapped to the teacher strength "
+            "lam = alpha tau^2 / (1 - alpha) (docs/spec.md section 3); default 0.9, as in demo "
+            "and the README (lam = 144 at tau 4)"
+        ),
+    )
+    strength: float | None = option(
+        None,
+        type=number,
+        group="teacher weight",
+        help="teacher strength lam >= 0 of the Dirichlet prior, instead of --alpha",
+    )
+    prior_scale: float | None = option(
+        1.0,
+        type=prior_scale_or_none,
+        help="sigma > 0 of the Normal(0, sigma^2) weight prior, or 'none' for flat (1)",
+    )
+    method: str = option(
+        DEFAULT_METHOD,
+        choices=METHODS,
+        help=f"inference method ({DEFAULT_METHOD}; the Markov chains use full-batch gradients "
+        f"up to {FULL_BATCH_MAX} training examples and minibatches of --batch-size above; hmc "
+        "is always full-batch and Metropolis-corrected)",
+    )
+    num_samples: int | None = option(
+        None,
+        type=integer,
+        help=f"draws per chain; ensemble: members ({defaults_help('num_samples')})",
+    )
+    warmup: int | None = option(
+        None,
+        type=integer,
+        help=f"warm-up iterations per chain ({defaults_help('warmup', chains_only=True)})",
+    )
+    chains: int | None = option(None, type=integer, help=f"chains ({defaults_help('chains')})")
+    thin: int | None = option(
+        None,
+        type=integer,
+        help=f"keep every thin-th iteration ({defaults_help('thin', chains_only=True)})",
+    )
+    batch_size: int = option(128, type=integer, help="minibatch size m (128)")
+    step_size: float | None = option(
+        None,
+        type=number,
+        help="step eps on the summed potential (default: pyro_bkd.sample's, from the curvature)",
+    )
+    lr: float = option(3e-3, type=number, help="Adam learning rate of KD/SVI (0.003)")
+    warm_epochs: int = option(
+        30,
+        type=integer,
+        help=(
+            "epochs of KD training before inference, 0 starts from the random init; "
+            "mc-dropout/ensemble: epochs of each of their KD students (30)"
+        ),
+    )
+    dropout: float = option(
+        0.2,
+        type=number,
+        help="mc-dropout: dropout probability p in (0, 1) before hidden dense layers (0.2)",
+    )
+    steps: int = option(2000, type=integer, help="optimisation steps of map/svi (2000)")
+    seed: int = option(0, type=integer, help=SEED_HELP)
+    checkpoint: str | None = option(
+        None,
+        metavar="FILE",
+        help=(
+            "Markov chains: save the state to FILE every 50 draws and resume from it; a "
+            "finished run's FILE with a larger --num-samples is extended"
+        ),
+    )
+    distributed: str = option(
+        "auto",
+        choices=tuple(DISTRIBUTED_MODES),
+        help=(
+            "under torchrun: split the chains over the processes (chains; auto does so when "
+            "more than one was launched) or the training data (data); see README 'Scaling out'"
+        ),
+    )
+    keep_weights: bool = option(
+        False,
+        action="store_true",
+        help="store the weight draws in posterior.nc (large for big students)",
+    )
+    report: bool = option(
+        False,
+        action="store_true",
+        help="also write report.html, report.md and the figures they show (plots/*.png)",
+    )
     device: str | None = None
-    dropout: float = 0.2
-    keep_weights: bool = False
-    report: bool = False
     progress: bool = True
-    distributed: str = "auto"
-    checkpoint: str | None = None
+
+    def __post_init__(self) -> None:
+        """Raise :class:`~pyro_bkd.InputError` naming the first option out of its range
+        (:data:`~pyro_bkd.pipeline.common.LIMITS`)."""
+        check_method(self.method)
+        check_out_dir(self.out)
+        if self.checkpoint is not None and self.method not in SAMPLERS:
+            raise InputError(
+                f"--checkpoint saves Markov chains; --method {self.method} has none "
+                f"(use one of {', '.join(SAMPLERS)})"
+            )
+        if self.distributed not in DISTRIBUTED_MODES:
+            raise InputError(
+                f"--distributed must be one of {', '.join(DISTRIBUTED_MODES)}, "
+                f"got {self.distributed!r}"
+            )
+        check_number("--temperature", self.temperature)
+        fit_strength(self)
+        if self.prior_scale is not None:
+            check_number("--prior-scale", self.prior_scale)
+        if self.step_size is not None:
+            check_number("--step-size", self.step_size)
+        check_number("--lr", self.lr)
+        self._check_counts()
+
+    def _check_counts(self) -> None:
+        for flag, value in (
+            ("--num-samples", self.num_samples),
+            ("--chains", self.chains),
+            ("--thin", self.thin),
+            ("--warmup", self.warmup),
+        ):
+            if value is not None:
+                check_count(flag, value)
+        check_count("--batch-size", self.batch_size)
+        check_count("--warm-epochs", self.warm_epochs)
+        if REGISTRY[self.method].trains_own_student and self.warm_epochs < 1:
+            raise InputError(
+                f"--warm-epochs must be >= 1 with --method {self.method}: it is the number of "
+                "KD epochs of each of its students"
+            )
+        if self.method == "ensemble" and (self.num_samples or 0) > MAX_ENSEMBLE:
+            raise InputError(
+                f"--num-samples is the number of members with --method ensemble: at most "
+                f"{MAX_ENSEMBLE}, got {self.num_samples}"
+            )
+        dropout = self.dropout
+        if isinstance(dropout, bool) or not (isinstance(dropout, float | int) and 0 < dropout < 1):
+            raise InputError(f"--dropout must be a probability in (0, 1), got {dropout!r}")
+        check_count("--steps", self.steps)
+        check_count("--seed", self.seed)
 
     def resolved(self) -> FitOptions:
-        """A copy with method defaults filled in, after checking every option."""
-        check_fit_options(self)
+        """A copy with method defaults filled in (checked again, as every instance is)."""
         spec = REGISTRY[self.method]
         defaults = astuple(spec.default_budget)
         given = (self.num_samples, self.warmup, self.chains, self.thin)
@@ -305,55 +450,6 @@ def fit_strength(options: FitOptions) -> float:
     return strength
 
 
-def check_fit_options(options: FitOptions) -> None:
-    """Raise :class:`~pyro_bkd.InputError` naming the first option out of its range
-    (:data:`~pyro_bkd.pipeline.common.LIMITS`)."""
-    check_method(options.method)
-    check_out_dir(options.out)
-    if options.checkpoint is not None and options.method not in SAMPLERS:
-        raise InputError(
-            f"--checkpoint saves Markov chains; --method {options.method} has none "
-            f"(use one of {', '.join(SAMPLERS)})"
-        )
-    if options.distributed not in DISTRIBUTED_MODES:
-        raise InputError(
-            f"--distributed must be one of {', '.join(DISTRIBUTED_MODES)}, "
-            f"got {options.distributed!r}"
-        )
-    check_number("--temperature", options.temperature)
-    fit_strength(options)
-    if options.prior_scale is not None:
-        check_number("--prior-scale", options.prior_scale)
-    if options.step_size is not None:
-        check_number("--step-size", options.step_size)
-    check_number("--lr", options.lr)
-    for flag, value in (
-        ("--num-samples", options.num_samples),
-        ("--chains", options.chains),
-        ("--thin", options.thin),
-        ("--warmup", options.warmup),
-    ):
-        if value is not None:
-            check_count(flag, value)
-    check_count("--batch-size", options.batch_size)
-    check_count("--warm-epochs", options.warm_epochs)
-    if REGISTRY[options.method].trains_own_student and options.warm_epochs < 1:
-        raise InputError(
-            f"--warm-epochs must be >= 1 with --method {options.method}: it is the number of "
-            "KD epochs of each of its students"
-        )
-    if options.method == "ensemble" and (options.num_samples or 0) > MAX_ENSEMBLE:
-        raise InputError(
-            f"--num-samples is the number of members with --method ensemble: at most "
-            f"{MAX_ENSEMBLE}, got {options.num_samples}"
-        )
-    dropout = options.dropout
-    if isinstance(dropout, bool) or not (isinstance(dropout, float | int) and 0 < dropout < 1):
-        raise InputError(f"--dropout must be a probability in (0, 1), got {dropout!r}")
-    check_count("--steps", options.steps)
-    check_count("--seed", options.seed)
-
-
 def check_fit_budget(options: FitOptions, data: FitData, weights: int) -> None:
     """Refuse a resolved budget whose time or draw buffers would not be finite in practice."""
     chains, draws, thin = options.chains or 1, options.num_samples or 1, options.thin or 1
@@ -390,7 +486,7 @@ def run_fit(options: FitOptions, log: Log = quiet) -> dict[str, Any]:
     ``out/posterior.nc`` and ``out/metrics.json`` (with ``report=True`` also ``plots/*.png``,
     listed in ``metrics.json``, and ``report.html``/``report.md`` showing them), all
     staged and moved into place with ``out/manifest.json`` once complete. Every option and
-    input is checked first (:func:`check_fit_options`, :func:`load_fit_data`,
+    input is checked first (:class:`FitOptions`, :func:`load_fit_data`,
     :func:`check_fit_budget`); the minibatch size is ``min(batch_size, N)``.
     """
     opts = options.resolved()

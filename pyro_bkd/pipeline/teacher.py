@@ -32,60 +32,83 @@ from pyro_bkd.pipeline.common import (
     seconds,
     write_json,
 )
+from pyro_bkd.pipeline.options import DATA_ROOT_HELP, OUT_HELP, SEED_HELP, integer, number, option
 from pyro_bkd.teachers import OBJECTIVES, teacher_logits, train_teacher
 
 TEACHER_DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion-mnist", "cifar10-subset")
 
 
-@dataclass
+@dataclass(frozen=True)
 class TeacherOptions:
-    """Options of :func:`run_teacher` (the ``teacher`` subcommand)."""
+    """Options of :func:`run_teacher` (the ``teacher`` subcommand).
 
-    dataset: str
-    out: str
-    objective: str = "mll"
-    arch: str = "mlp"
-    epochs: int = 20
-    mll_epochs: int | None = None
-    cmi_weight: float = 0.2
-    lr: float = 0.05
-    finetune_lr: float = 0.01
-    batch_size: int = 128
-    data_root: str | None = None
-    test_only: bool = False
-    save_inputs: bool = True
-    seed: int = 0
+    Each field is also a flag of ``pyro-bkd teacher`` (:mod:`pyro_bkd.pipeline.options`); the
+    values are checked at construction (:class:`~pyro_bkd.InputError` naming the flag).
+    """
+
+    dataset: str = option(choices=TEACHER_DATASETS)
+    out: str = option(help=OUT_HELP)
+    objective: str = option("mll", choices=OBJECTIVES, help="(mll)")
+    cmi_weight: float = option(
+        0.2, type=number, help="lam_cmi of the MCMI loss CE - lam_cmi KL(P_x || Q_y) (0.2)"
+    )
+    epochs: int = option(
+        20, type=integer, help="epochs of the objective (mcmi: of the fine-tuning) (20)"
+    )
+    mll_epochs: int | None = option(
+        None, type=integer, help="mcmi only: epochs of the MLL pre-training (default: --epochs)"
+    )
+    arch: str = option("mlp", help="teacher network, names as for fit's --student (mlp)")
+    data_root: str | None = option(None, help=DATA_ROOT_HELP)
+    test_only: bool = option(
+        False,
+        action="store_true",
+        help="mnist/fashion-mnist: split the official test images when the train files are missing",
+    )
+    lr: float = option(0.05, type=number, help="SGD learning rate of MLL (0.05)")
+    finetune_lr: float = option(
+        0.01, type=number, help="SGD learning rate of the MCMI fine-tuning (0.01)"
+    )
+    batch_size: int = option(128, type=integer, help="(128)")
+    seed: int = option(0, type=integer, help=SEED_HELP)
+    save_inputs: bool = option(
+        True,
+        flag="--no-inputs",
+        action="store_false",
+        help="leave x_train/x_test out of teacher_logits.npz (smaller file, not fit-ready)",
+    )
     device: str | None = None
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        """Raise :class:`~pyro_bkd.InputError` naming the first option out of range."""
+        if self.dataset not in TEACHER_DATASETS:
+            raise InputError(
+                f"unknown dataset {self.dataset!r}; valid: {', '.join(TEACHER_DATASETS)}"
+            )
+        if self.objective not in OBJECTIVES:
+            raise InputError(
+                f"unknown objective {self.objective!r}; valid: {', '.join(OBJECTIVES)}"
+            )
+        check_out_dir(self.out)
+        check_count("--epochs", self.epochs)
+        if self.mll_epochs is not None:
+            check_count("--mll-epochs", self.mll_epochs)
+        check_number("--cmi-weight", self.cmi_weight)
+        check_number("--lr", self.lr)
+        check_number("--finetune-lr", self.finetune_lr)
+        check_count("--batch-size", self.batch_size)
+        check_count("--seed", self.seed)
+        if self.dataset == "digits" and self.data_root is not None:
+            raise InputError("digits ships with scikit-learn; --data-root does not apply")
+        if self.test_only and self.dataset not in ("mnist", "fashion-mnist"):
+            raise InputError("--test-only applies to mnist and fashion-mnist only")
 
 
 #: Entries of a ``teacher.pt`` that :func:`teacher_from_checkpoint` needs.
 CHECKPOINT_KEYS = frozenset({"arch", "num_classes", "input_shape", "state_dict"})
 #: Most input features per example accepted from a checkpoint (an example is allocated).
 MAX_INPUT_SIZE = 10**7
-
-
-def check_teacher_options(options: TeacherOptions) -> None:
-    """Raise ``ValueError`` naming the first option out of range."""
-    if options.dataset not in TEACHER_DATASETS:
-        raise InputError(
-            f"unknown dataset {options.dataset!r}; valid: {', '.join(TEACHER_DATASETS)}"
-        )
-    if options.objective not in OBJECTIVES:
-        raise InputError(f"unknown objective {options.objective!r}; valid: {', '.join(OBJECTIVES)}")
-    check_out_dir(options.out)
-    check_count("--epochs", options.epochs)
-    if options.mll_epochs is not None:
-        check_count("--mll-epochs", options.mll_epochs)
-    check_number("--cmi-weight", options.cmi_weight)
-    check_number("--lr", options.lr)
-    check_number("--finetune-lr", options.finetune_lr)
-    check_count("--batch-size", options.batch_size)
-    check_count("--seed", options.seed)
-    if options.dataset == "digits" and options.data_root is not None:
-        raise InputError("digits ships with scikit-learn; --data-root does not apply")
-    if options.test_only and options.dataset not in ("mnist", "fashion-mnist"):
-        raise InputError("--test-only applies to mnist and fashion-mnist only")
 
 
 def run_teacher(options: TeacherOptions, log: Log = quiet) -> dict[str, Any]:
@@ -100,7 +123,6 @@ def run_teacher(options: TeacherOptions, log: Log = quiet) -> dict[str, Any]:
     ``save_inputs`` is false) and ``out/metrics.json`` (test accuracy, NLL, ECE, Brier; train
     accuracy and CMI).
     """
-    check_teacher_options(options)
     dev = resolve_device(options.device)
     start = time.perf_counter()
     dataset = _teacher_dataset(options)
