@@ -134,7 +134,8 @@ def _add_demo_command(commands: argparse._SubParsersAction) -> None:
         help="the whole workflow on scikit-learn's digits",
         description=(
             "Teacher (MLP 64-256-256-10, MLL), student MLP 64-32-10 trained alone, by KD "
-            "(tau 4, alpha 0.9) and as the MAP of the BKD model, then BKD by 4 SGLD chains. "
+            "(tau 4, alpha 0.9) and as the MAP of the BKD model, then BKD by 4 chains of the "
+            "default sampler (SGHMC, full batch). "
             "Writes posterior.nc, metrics.json, plots/ and report.html/report.md to --out."
         ),
     )

@@ -50,8 +50,9 @@ def teacher_log_probs(teacher_logits: torch.Tensor, temperature: float) -> torch
 def log_dirichlet_normaliser(teacher_log_p: torch.Tensor, strength: float) -> torch.Tensor:
     """``log B(1 + lam p_i) = sum_k lgamma(1 + lam p_ik) - lgamma(K + lam)``, shape ``[N]``."""
     num_classes = teacher_log_p.shape[-1]
-    alpha = 1.0 + strength * teacher_log_p.exp()
-    return torch.lgamma(alpha).sum(-1) - torch.lgamma(alpha.new_tensor(num_classes + strength))
+    concentration = 1.0 + strength * teacher_log_p.exp()
+    total = concentration.new_tensor(num_classes + strength)
+    return torch.lgamma(concentration).sum(-1) - torch.lgamma(total)
 
 
 def log_softmax_classes(logits: torch.Tensor) -> torch.Tensor:

@@ -11,8 +11,10 @@ largest R-hat (with one chain, the smallest bulk ESS). Each file is replaced ato
 from __future__ import annotations
 
 import base64
+import csv
 import datetime
 import html
+import io
 import json
 import math
 import os
@@ -322,3 +324,80 @@ def _markdown_table(table: Table) -> list[str]:
 
     separator = "|" + "|".join(":---" if i == 0 else "---:" for i in range(len(table.header))) + "|"
     return [line(table.header), separator, *(line(row) for row in table.rows)]
+
+
+def comparison_csv(table: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    """``pyro-bkd compare``'s table as CSV, one column per key of ``columns`` (empty cells for
+    undefined values)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    for row in table:
+        writer.writerow({key: "" if row.get(key) is None else row[key] for key in columns})
+    return buffer.getvalue()
+
+
+MARKDOWN_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("accuracy", "acc", ".4f"),
+    ("nll", "NLL", ".4f"),
+    ("brier", "Brier", ".4f"),
+    ("ece", "ECE", ".4f"),
+    ("md_auroc", "MD-AUROC", ".3f"),
+    ("mean_interval_width", "95% width", ".4f"),
+    ("set_coverage_95", "95% set cov (se)", ".4f"),
+    ("set_size_95", "95% set size", ".2f"),
+    ("max_rhat", "max R-hat", ".3f"),
+    ("min_ess_bulk", "min ESS", ".0f"),
+    ("elpd_test", "ELPD", ".1f"),
+    ("elpd_diff", "dELPD (se)", ".1f"),
+    ("draws", "draws", "d"),
+    ("wall_seconds", "time (s)", ".1f"),
+    ("draws_per_second", "draws/s", ".1f"),
+)
+
+
+def comparison_markdown(table: Sequence[dict[str, Any]], settings: dict[str, Any]) -> str:
+    """``pyro-bkd compare``'s table as a Markdown page: settings, the table, the failures."""
+    header = ["method", *(title for _, title, _ in MARKDOWN_COLUMNS)]
+    lines = [
+        f"# Inference comparison on {settings['dataset']}",
+        "",
+        f"Teacher {settings['teacher']}, student {settings['student']} "
+        f"({settings['student_weights']} weights); {settings['num_train']} training and "
+        f"{settings['num_test']} test examples; tau {settings['temperature']:g}, KD alpha "
+        f"{settings['kd_alpha']:g} (lam {settings['strength']:g}), weight prior "
+        f"Normal(0, {settings['prior_scale']:g}^2); seed {settings['seed']}.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for row in table:
+        if row["status"] != "ok":
+            cells = [row["method"], "failed", *([""] * (len(header) - 2))]
+        else:
+            cells = [row["method"]]
+            for key, _, spec in MARKDOWN_COLUMNS:
+                value = row.get(key)
+                text = "–" if value is None else format(value, spec)
+                if key == "elpd_diff" and value is not None:
+                    text += f" ({row['elpd_dse']:.1f})"
+                if key == "set_coverage_95" and value is not None:
+                    text += f" ({row['set_coverage_95_se']:.4f})"
+                cells.append(text)
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Probabilities are posterior means over the draws. ELPD is the test-set log "
+        "predictive density sum_n log qbar(y_n | x_n); dELPD is the gap to the best method "
+        "with its paired standard error. Set cov is the share of test inputs whose label lies "
+        "in the 95% credible label set (for one draw: the smallest set of top classes with "
+        "probability >= 0.95), with its binomial standard error sqrt(c (1 - c) / N); set size "
+        "is the mean number of labels in it (90% and 99% are in comparison.csv). Time is each "
+        "method's own stage (the Bayesian methods start from the KD student, whose training "
+        "time is in the kd row).",
+    ]
+    failed = [row for row in table if row["status"] != "ok"]
+    if failed:
+        lines += ["", "Failed methods:", ""]
+        lines += [f"- {row['method']}: {row['reason']}" for row in failed]
+    return "\n".join(lines) + "\n"
