@@ -37,13 +37,10 @@ class Streams:
     def __init__(
         self, seed: int, chain_ids: Iterable[int], device: torch.device | str = "cpu"
     ) -> None:
-        self.seed = seed
-        self.device = torch.device(device)
         self.chain_ids = tuple(chain_ids)
-        self.shared = torch.Generator(device=self.device).manual_seed(seed)
+        self.shared = torch.Generator(device=device).manual_seed(seed)
         self.chains = tuple(
-            torch.Generator(device=self.device).manual_seed(chain_seed(seed, c))
-            for c in self.chain_ids
+            torch.Generator(device=device).manual_seed(chain_seed(seed, c)) for c in self.chain_ids
         )
 
     def normal(self, like: torch.Tensor) -> torch.Tensor:

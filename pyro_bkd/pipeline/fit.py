@@ -487,7 +487,9 @@ def run_fit(options: FitOptions, log: Log = quiet) -> dict[str, Any]:
     listed in ``metrics.json``, and ``report.html``/``report.md`` showing them), all
     staged and moved into place with ``out/manifest.json`` once complete. Every option and
     input is checked first (:class:`FitOptions`, :func:`load_fit_data`,
-    :func:`check_fit_budget`); the minibatch size is ``min(batch_size, N)``.
+    :func:`check_fit_budget`); the minibatch size is ``min(batch_size, N)``. Split over
+    processes (``distributed``), every rank samples and rank 0 alone returns the metrics and
+    writes; the other ranks return ``{}``.
     """
     opts = options.resolved()
     partition = Partition.resolve(DISTRIBUTED_MODES[opts.distributed])
@@ -512,9 +514,9 @@ def run_fit(options: FitOptions, log: Log = quiet) -> dict[str, Any]:
     check_fit_budget(opts, data, weights)
     opts = replace(opts, batch_size=min(opts.batch_size, int(data.x_train.shape[0])))
     fitted = _fit_inference(opts, data, student, new_student, dev, partition, log)
+    if not partition.is_main:  # rank 0 alone summarises and writes the gathered result
+        return {}
     values, idata = _fit_values(opts, data, fitted, dev, start, log)
-    if not partition.is_main:  # every rank holds the whole result; rank 0 writes it
-        return values
     run = {"command": "pyro-bkd fit", "seed": opts.seed, "method": opts.method}
     with output_folder(opts.out, run) as out_dir:  # moved into place once complete
         _fit_write(out_dir, opts, data, values, idata, fitted.output.probs)
