@@ -17,7 +17,7 @@ script measures the dose first:
    plug-in CMI (``T = 1``) on the training set and on the test set, test accuracy.
 2. **Students.** At the length ``E*`` where the largest weight raises the training CMI most
    above its control (or ``--student-length``), teachers of weights ``--student-weights``
-   distil KD and BKD students (``mcmi_fewshot.distil_with_verdict``: KD ``tau = 4``,
+   distil KD and BKD students (``mcmi_fewshot.distil``: KD ``tau = 4``,
    ``alpha = 0.9``; BKD 2 short chains of the default sampler around the KD student,
    posterior-mean prediction, each run's convergence verdict counted) in the few-shot
    (``--fractions``) and zero-shot (``--omit``) settings over ``--seeds``.
@@ -135,7 +135,7 @@ def students(
                     idx = zero_shot_indices(data.y_train, value)
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", ConvergenceWarning)
-                    preds, verdict = base.distil_with_verdict(
+                    preds, verdict = base.distil(
                         data, config, info["logits"], idx, seed, args.progress
                     )
                 verdicts.append(verdict)

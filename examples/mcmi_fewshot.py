@@ -286,26 +286,14 @@ def distil(
     idx: torch.Tensor,
     seed: int,
     progress: bool,
-) -> dict[str, torch.Tensor | None]:
-    """KD student and BKD posterior mean on the training examples ``idx``: test predictions.
+) -> tuple[dict[str, torch.Tensor | None], str]:
+    """KD student and BKD posterior mean on the training examples ``idx``: their test
+    predictions, and the BKD chains' verdict (``"converged"``, ``"borderline"``, ``"not
+    converged"``; ``"failed"`` when they blew up).
 
     BKD: 2 chains of :func:`pyro_bkd.sample`'s default sampler (SGHMC, step adapted in
-    warm-up) dispersed around the KD student; ``None`` when the chains blew up (reported
-    as failed, never averaged). The BKD run's convergence verdict is in
-    :func:`distil_with_verdict`."""
-    return distil_with_verdict(data, config, logits, idx, seed, progress)[0]
-
-
-def distil_with_verdict(
-    data: Dataset,
-    config: Config,
-    logits: torch.Tensor,
-    idx: torch.Tensor,
-    seed: int,
-    progress: bool,
-) -> tuple[dict[str, torch.Tensor | None], str]:
-    """:func:`distil` and the BKD chains' verdict (``"converged"``, ``"borderline"``, ``"not
-    converged"``; ``"failed"`` when they blew up)."""
+    warm-up) dispersed around the KD student; its predictions are ``None`` when the chains
+    blew up (reported as failed, never averaged)."""
     x, y, t = data.x_train[idx], data.y_train[idx], logits[idx]
     n = len(idx)
     student = build(config.student, config.student_kwargs, data.num_classes, seed=seed)
@@ -381,7 +369,7 @@ def run(args: argparse.Namespace) -> str:
                 else:
                     idx = zero_shot_indices(data.y_train, value)
                 for label, info in teachers.items():
-                    preds = distil(data, config, info["logits"], idx, seed, progress)
+                    preds, _ = distil(data, config, info["logits"], idx, seed, progress)
                     for method, pred in preds.items():
                         if pred is None:
                             failed[(label, method)] = failed.get((label, method), 0) + 1
