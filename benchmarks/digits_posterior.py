@@ -14,10 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-from pyro_bkd import BKDModel, DistillationData, models
+from pyro_bkd import BKDModel, DistillationData, fit_map, models
 from pyro_bkd.data import load_dataset
-from pyro_bkd.distill import train_student_kd, weight_decay_for_prior
-from pyro_bkd.kd import alpha_from_strength
 from pyro_bkd.teachers import teacher_logits, train_teacher
 
 TEMPERATURE = 4.0
@@ -50,20 +48,15 @@ def build(width: int, strength: float, num_starts: int = 8, seed: int = 0) -> Di
         progress=False,
     )
     t_train = teacher_logits(teacher, dataset.x_train)
-    alpha = alpha_from_strength(strength, TEMPERATURE)
+    data = DistillationData(dataset.x_train, dataset.y_train, t_train)
     students = []
     for s in range(num_starts):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(100 + s)
             student = models.build("mlp", 10, in_features=64, hidden=(width,))
-        train_student_kd(
-            student,
-            dataset.x_train,
-            dataset.y_train,
-            t_train,
-            temperature=TEMPERATURE,
-            alpha=alpha,
-            weight_decay=weight_decay_for_prior(PRIOR_SCALE, len(dataset.y_train), alpha),
+        fit_map(  # KD = the MAP of the model: alpha = lam / (lam + tau^2)
+            BKDModel(student, TEMPERATURE, strength, PRIOR_SCALE),
+            data,
             epochs=60,
             batch_size=128,
             lr=3e-3,
@@ -76,7 +69,6 @@ def build(width: int, strength: float, num_starts: int = 8, seed: int = 0) -> Di
         for name, _ in students[0].named_parameters()
     }
     model = BKDModel(students[0], TEMPERATURE, strength, PRIOR_SCALE)
-    data = DistillationData(dataset.x_train, dataset.y_train, t_train)
     return DigitsPosterior(model, data, dataset.x_test, dataset.y_test, starts)
 
 
@@ -113,16 +105,12 @@ def build_preset(dataset: str, strength: float = 144.0, seed: int = 0) -> Digits
         progress=False,
     )
     t_train = teacher_logits(teacher, x)
-    alpha = alpha_from_strength(strength, TEMPERATURE)
     student = build_student(preset.student, x, data.num_classes, seed=seed + 1)
-    train_student_kd(
-        student,
-        x,
-        y,
-        t_train,
-        temperature=TEMPERATURE,
-        alpha=alpha,
-        weight_decay=weight_decay_for_prior(PRIOR_SCALE, len(y), alpha),
+    model = BKDModel(student, TEMPERATURE, strength, PRIOR_SCALE)
+    train = DistillationData(x, y, t_train)
+    fit_map(  # KD = the MAP of the model: alpha = lam / (lam + tau^2)
+        model,
+        train,
         epochs=preset.budget.kd_epochs,
         batch_size=128,
         lr=preset.budget.lr,
@@ -130,5 +118,4 @@ def build_preset(dataset: str, strength: float = 144.0, seed: int = 0) -> Digits
         progress=False,
     )
     starts = {name: p.detach()[None] for name, p in student.named_parameters()}
-    model = BKDModel(student, TEMPERATURE, strength, PRIOR_SCALE)
-    return DigitsPosterior(model, DistillationData(x, y, t_train), x_test, y_test, starts)
+    return DigitsPosterior(model, train, x_test, y_test, starts)

@@ -52,6 +52,7 @@ from pyro_bkd import (
     BKDModel,
     ConvergenceWarning,
     DistillationData,
+    fit_map,
     metrics,
     models,
     plots,
@@ -63,7 +64,6 @@ from pyro_bkd.calibrate import choose_from_draws
 from pyro_bkd.data.loaders import load_mnist
 from pyro_bkd.data.splits import few_shot_indices
 from pyro_bkd.data.synthetic import SCENARIOS, synthetic, train_mlp_teacher
-from pyro_bkd.distill import train_student_kd, weight_decay_for_prior
 from pyro_bkd.report import write_marked_section
 from pyro_bkd.teachers import teacher_logits, train_teacher
 
@@ -170,22 +170,24 @@ def teacher_for(problem: Problem, quick: bool, seed: int) -> torch.Tensor:
     return teacher_logits(net, problem.x_train)
 
 
-def kd_student(problem: Problem, logits: torch.Tensor, budget: Budget, seed: int) -> nn.Module:
+def kd_student(problem: Problem, train: DistillationData, budget: Budget, seed: int) -> nn.Module:
     """The KD student at ``alpha = 0.9`` (the BKD posterior mode at ``lam = 144``)."""
     torch.manual_seed(seed)
     in_features = problem.x_train.shape[1]
     student = models.build("mlp", problem.num_classes, in_features=in_features, hidden=(32,))
-    train_student_kd(
+    model = BKDModel(
         student,
-        problem.x_train,
-        problem.y_train,
-        logits,
         temperature=TAU,
+        strength=strength_from_alpha(KD_ALPHA, TAU),
+        prior_scale=PRIOR_SCALE,
+    )
+    fit_map(  # KD = the MAP of the model
+        model,
+        train,
         alpha=KD_ALPHA,
         epochs=budget.kd_epochs,
         batch_size=128,
         lr=3e-3,
-        weight_decay=weight_decay_for_prior(PRIOR_SCALE, len(problem.y_train), KD_ALPHA),
         seed=seed,
         progress=False,
     )
@@ -196,8 +198,8 @@ def run_problem(problem: Problem, args: argparse.Namespace) -> list[dict]:
     """One row per (lam, T) run: validation draws are kept for the choice."""
     started = time.perf_counter()
     logits = teacher_for(problem, args.quick, args.seed)
-    student = kd_student(problem, logits, args.budget, args.seed)
     train = DistillationData(problem.x_train, problem.y_train, logits)
+    student = kd_student(problem, train, args.budget, args.seed)
     x_eval = torch.cat([problem.x_val, problem.x_test])
     num_val = problem.x_val.shape[0]
     grid = [(a, 1.0) for a in args.alphas]
