@@ -49,6 +49,16 @@ def nonnegative_float(name: str, value: object, high: float = math.inf) -> float
     return float_in(name, value, 0.0, high)
 
 
+def fraction(name: str, value: object, *, open_low: bool = False, note: str = "") -> float:
+    """Return ``value`` as a float after checking it is a finite number in ``[0, 1)``
+    (``(0, 1)`` with ``open_low``): a weight, a momentum, a probability. ``note`` follows the
+    interval in the message."""
+    number = _as_float(name, value)
+    if (number <= 0 if open_low else number < 0) or number >= 1:
+        raise InputError(f"{name} must be in {'(' if open_low else '['}0, 1){note}, got {value!r}")
+    return number
+
+
 def int_in(name: str, value: object, low: int, high: float = math.inf) -> int:
     """Return ``value`` after checking it is an ``int`` (not a bool) in ``[low, high]``."""
     if isinstance(value, bool) or not isinstance(value, int):

@@ -27,11 +27,13 @@ from tqdm import tqdm
 from pyro_bkd import _checks
 from pyro_bkd._checks import InputError, InputTypeError
 from pyro_bkd._torch import EVAL_BATCH, default_device, device_of, eval_mode, seeded
+from pyro_bkd.batches import EpochBatches
 from pyro_bkd.data.record import DistillationData
 from pyro_bkd.kd import (
     CONVENTIONS,
     Convention,
     alpha_from_strength,
+    check_alpha,
     kd_kl,
     kd_loss,
     kl_scale,
@@ -85,7 +87,7 @@ def weight_decay_for_prior(
         ValueError: ``prior_scale <= 0``, ``num_examples <= 0`` or ``alpha`` outside ``[0, 1)``.
     """
     n = _checks.positive_int("num_examples", num_examples)
-    a = _check_alpha(alpha)
+    a = check_alpha(alpha)
     if prior_scale is None:
         return 0.0
     sigma = _checks.positive_float("prior_scale", prior_scale)
@@ -110,20 +112,6 @@ def accuracy(
             for xb, yb in zip(torch.split(x, batch_size), torch.split(y, batch_size), strict=True)
         )
     return hits / x.shape[0]
-
-
-def epoch_batches(
-    num_examples: int, batch_size: int, generator: torch.Generator
-) -> tuple[torch.Tensor, ...]:
-    """One epoch of minibatch indices: a fresh permutation split into near-equal batches.
-
-    ``ceil(N / m)`` batches whose sizes differ by at most one (no tiny last batch); every
-    example appears once. Shared by :func:`train_student_kd` and
-    :func:`pyro_bkd.infer.svi.fit_svi`, so a KD run and a MAP run with the same seed see the
-    same batches in the same order. Indices are on the CPU.
-    """
-    order = torch.randperm(num_examples, generator=generator)
-    return torch.tensor_split(order, -(-num_examples // batch_size))
 
 
 def train_student_kd(
@@ -166,7 +154,7 @@ def train_student_kd(
         convention: ``"tau2"`` (``c = tau^2``) or ``"one"`` (``c = 1``).
         epochs: passes over the data. Each epoch splits a fresh permutation (drawn from a
             ``torch.Generator`` seeded with ``seed``) into ``ceil(N / batch_size)`` batches of
-            near-equal size (:func:`epoch_batches`).
+            near-equal size (:class:`~pyro_bkd.batches.EpochBatches`, ``split="even"``).
         batch_size: ``m``.
         lr, weight_decay: of the optimiser; ``weight_decay >= 0`` is coupled L2.
         optimizer: ``"adam"`` (``torch.optim.Adam``, default betas) or ``"sgd"`` (with
@@ -189,8 +177,7 @@ def train_student_kd(
     _check_kd_args(temperature, alpha, convention, epochs, batch_size, lr, weight_decay)
     if optimizer not in OPTIMIZERS:
         raise InputError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
-    if _checks.nonnegative_float("momentum", momentum) >= 1:
-        raise InputError(f"momentum must be in [0, 1), got {momentum!r}")
+    _checks.fraction("momentum", momentum)
     if not isinstance(student, nn.Module):
         raise InputTypeError(f"student must be a torch.nn.Module, got {type(student).__name__}")
     params = [p for p in student.parameters() if p.requires_grad]
@@ -224,13 +211,14 @@ def train_student_kd(
         opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     settings = {"temperature": float(temperature), "alpha": float(alpha), "convention": convention}
     generator = torch.Generator().manual_seed(seed)
+    batches = EpochBatches(
+        x.shape[0], batch_size, generators=[generator], device=device, split="even"
+    )
     history: dict[str, list[float]] = {}
     with seeded(seed, device):
         bar = tqdm(range(epochs), desc="KD student", disable=not progress)
         for epoch in bar:
-            record = _train_epoch(
-                student, x, y, teacher_logits, opt, batch_size, generator, settings
-            )
+            record = _train_epoch(student, x, y, teacher_logits, opt, batches, settings)
             _check_not_diverged(params, record["loss"], epoch, lr)
             if validation is not None:
                 record["val_acc"] = accuracy(student, *validation)
@@ -311,8 +299,7 @@ def _train_epoch(
     y: torch.Tensor,
     teacher_logits: torch.Tensor | None,
     opt: torch.optim.Optimizer,
-    batch_size: int,
-    generator: torch.Generator,
+    batches: EpochBatches,
     settings: dict,
 ) -> dict[str, float]:
     """One pass over a fresh permutation; example-weighted means of the terms, one sync."""
@@ -320,8 +307,7 @@ def _train_epoch(
     num_examples = x.shape[0]
     distil = teacher_logits is not None and settings["alpha"] > 0
     totals: dict[str, torch.Tensor] = {}
-    for idx in epoch_batches(num_examples, batch_size, generator):
-        idx = idx.to(x.device)
+    for (idx,) in batches.epoch():
         logits = student(x[idx])
         if distil:
             loss = kd_loss(logits, teacher_logits[idx], y[idx], **settings)
@@ -353,13 +339,6 @@ def _check_not_diverged(params: list[torch.Tensor], loss: float, epoch: int, lr:
     )
 
 
-def _check_alpha(alpha: float) -> float:
-    a = _checks.nonnegative_float("alpha", alpha)
-    if a >= 1:
-        raise InputError(f"alpha must be in [0, 1) (alpha = 1 drops the labels), got {alpha!r}")
-    return a
-
-
 def _check_kd_args(
     temperature: float,
     alpha: float,
@@ -372,7 +351,7 @@ def _check_kd_args(
     if convention not in CONVENTIONS:
         raise InputError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
     kl_scale(temperature, convention)  # checks temperature > 0
-    _check_alpha(alpha)
+    check_alpha(alpha)
     _checks.positive_int("epochs", epochs)
     _checks.positive_int("batch_size", batch_size)
     _checks.positive_float("lr", lr)

@@ -32,11 +32,14 @@ def kl_scale(temperature: float, convention: Convention = "tau2") -> float:
     raise InputError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
 
 
+def check_alpha(alpha: float) -> float:
+    """KD's weight ``alpha`` as a float, checked to be in ``[0, 1)``."""
+    return _checks.fraction("alpha", alpha, note=" (alpha = 1 drops the labels)")
+
+
 def strength_from_alpha(alpha: float, temperature: float, convention: Convention = "tau2") -> float:
     """Teacher strength ``lam = alpha c / (1 - alpha)`` matching KD weight ``alpha in [0, 1)``."""
-    a = _checks.nonnegative_float("alpha", alpha)
-    if a >= 1:
-        raise InputError(f"alpha must be in [0, 1) (alpha = 1 drops the labels), got {alpha!r}")
+    a = check_alpha(alpha)
     return a * kl_scale(temperature, convention) / (1.0 - a)
 
 

@@ -35,6 +35,7 @@ from pyro_bkd._torch import (
     run_device,
     seeded,
 )
+from pyro_bkd.batches import EpochBatches
 from pyro_bkd.cmi import (
     centroids_from_sums,
     class_centroids,
@@ -213,9 +214,7 @@ def train_teacher(
     _check_choice("objective", objective, OBJECTIVES)
     _check_choice("centroids", centroids, CENTROID_RULES)
     _check_hyperparameters(objective, epochs, lr, batch_size, weight_decay, momentum, cmi_weight)
-    ema = _checks.nonnegative_float("ema_momentum", ema_momentum)
-    if ema >= 1:
-        raise InputError(f"ema_momentum must be in [0, 1), got {ema_momentum!r}")
+    ema = _checks.fraction("ema_momentum", ema_momentum)
     if not any(p.requires_grad for p in model.parameters()):
         raise InputError("model has no parameter that requires grad (frozen?); nothing to train")
     device = default_device(device)
@@ -262,9 +261,9 @@ def _train_epoch(
     """One pass over a fresh permutation; example-weighted means of the terms and accuracy."""
     model.train()
     num_examples = x.shape[0]
-    order = torch.randperm(num_examples).to(x.device)
+    batches = EpochBatches(num_examples, batch_size, device=x.device, split="even")
     totals: dict[str, torch.Tensor] = {}
-    for idx in torch.tensor_split(order, -(-num_examples // batch_size)):
+    for (idx,) in batches.epoch():  # from the global RNG, which ``seeded`` fixes
         logits = model(x[idx])
         terms = loss_fn(logits, y[idx])
         optimizer.zero_grad(set_to_none=True)
@@ -340,8 +339,7 @@ def _check_hyperparameters(
     _checks.positive_int("batch_size", batch_size)
     _checks.positive_float("lr", lr)
     _checks.nonnegative_float("weight_decay", weight_decay)
-    if _checks.nonnegative_float("momentum", momentum) >= 1:
-        raise InputError(f"momentum must be in [0, 1), got {momentum!r}")
+    _checks.fraction("momentum", momentum)
     if objective != "mcmi":
         return
     if isinstance(cmi_weight, int | float) and cmi_weight < 0:

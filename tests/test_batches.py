@@ -1,4 +1,5 @@
-"""pyro_bkd.infer.batches.EpochBatches: every index once per pass, per chain, reproducibly."""
+"""pyro_bkd.batches.EpochBatches: every index once per pass, per chain, reproducibly; the
+"fixed" cut of the samplers and the "even" cut of the optimisers (KD, SVI, teachers)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pytest
 import torch
 
 from pyro_bkd._checks import InputError
-from pyro_bkd.infer.batches import EpochBatches
+from pyro_bkd.batches import EpochBatches
 
 
 def _generators(seeds: list[int]) -> list[torch.Generator]:
@@ -57,3 +58,44 @@ def test_bad_sizes_are_refused() -> None:
         EpochBatches(5, 0)
     with pytest.raises(InputError, match="one generator per chain"):
         EpochBatches(5, 2, 2, generators=_generators([1]))
+    with pytest.raises(InputError, match="split"):
+        EpochBatches(5, 2, split="ragged")  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="batch_size"):
+        EpochBatches(5, 0, split="even")
+    with pytest.raises(InputError, match="needs a batch_size"):
+        EpochBatches(5, None, split="even").epoch()
+
+
+def test_even_passes_cover_every_index_in_near_equal_batches() -> None:
+    """N = 10, m = 4: ceil(10/4) = 3 batches of sizes 4, 3, 3 (no tiny last batch)."""
+    batches = EpochBatches(10, 4, 2, generators=_generators([5, 6]), split="even")
+    for _ in range(2):
+        epoch = batches.epoch()
+        assert [b.shape for b in epoch] == [(2, 4), (2, 3), (2, 3)]
+        for row in torch.cat(epoch, dim=1):
+            assert torch.equal(row.sort().values, torch.arange(10))
+    # m >= N: one batch of all N, still reshuffled each pass
+    (whole,) = EpochBatches(7, 50, generators=_generators([1]), split="even").epoch()
+    assert whole.shape == (1, 7) and not torch.equal(whole[0], torch.arange(7))
+
+
+def test_one_pass_is_torch_randperm_of_the_chains_generator() -> None:
+    """The KD and teacher figures rest on this stream: a pass is ``torch.randperm(N)`` from the
+    chain's generator (the global CPU RNG without one), cut by ``tensor_split`` (even) or in
+    slices of m (fixed)."""
+    perm = torch.randperm(11, generator=torch.Generator().manual_seed(3))
+    even = EpochBatches(11, 4, generators=_generators([3]), split="even").epoch()
+    assert [b[0].tolist() for b in even] == [b.tolist() for b in perm.tensor_split(3)]
+    fixed = EpochBatches(11, 4, generators=_generators([3]))
+    assert [fixed.next()[0].tolist() for _ in range(2)] == [perm[:4].tolist(), perm[4:8].tolist()]
+    torch.manual_seed(9)
+    expected = torch.randperm(11)
+    torch.manual_seed(9)
+    (batch,) = EpochBatches(11, 11, split="even").epoch()
+    assert torch.equal(batch[0], expected)
+
+
+def test_next_walks_the_even_pass_then_starts_another() -> None:
+    batches = EpochBatches(5, 2, generators=_generators([2]), split="even")
+    sizes = [batches.next().shape[1] for _ in range(6)]
+    assert sizes == [2, 2, 1, 2, 2, 1]

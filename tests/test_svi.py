@@ -11,8 +11,8 @@ import torch
 from pyro import poutine
 from torch import nn
 
+from pyro_bkd.batches import EpochBatches
 from pyro_bkd.data.record import DistillationData
-from pyro_bkd.distill import epoch_batches
 from pyro_bkd.infer.svi import GUIDES, PointMass, SVIResult, fit_svi, map_estimate
 from pyro_bkd.model import BKDModel
 
@@ -157,7 +157,8 @@ def test_minibatch_loss_is_the_n_over_m_scaled_log_joint() -> None:
     result = fit_svi(
         model, data, guide="delta", num_steps=1, batch_size=m, seed=seed, progress=False
     )
-    idx = epoch_batches(n, m, torch.Generator().manual_seed(seed))[0]
+    generator = torch.Generator().manual_seed(seed)
+    idx = EpochBatches(n, m, generators=[generator], split="even").next()[0]
     expected = _neg_log_joint(model, data, idx)
     assert result.elbo[0] * n == pytest.approx(expected, rel=1e-5)
     assert expected != pytest.approx(_neg_log_joint(model, data), rel=1e-3)

@@ -42,7 +42,7 @@ def add_dropout(student: nn.Module, rate: float, example: torch.Tensor) -> nn.Mo
     Raises:
         ValueError: ``rate`` outside ``(0, 1)`` or a student without ``nn.Linear`` layers.
     """
-    rate = _check_rate(rate)
+    rate = _checks.fraction("rate", rate, open_low=True, note=" (a dropout probability)")
     _checks.tensor("example", example)
     linear_names = [name for name, m in student.named_modules() if isinstance(m, nn.Linear)]
     if not linear_names:
@@ -94,13 +94,6 @@ def mc_dropout_probs(
             logits = torch.cat([student(chunk.to(device)) for chunk in torch.split(x, INPUT_CHUNK)])
             draws.append((logits.double() / temperature).softmax(-1).float().cpu())
     return torch.stack(draws)[None]
-
-
-def _check_rate(rate: float) -> float:
-    value = _checks.positive_float("rate", rate)
-    if value >= 1:
-        raise ValueError(f"rate must be a dropout probability in (0, 1), got {rate!r}")
-    return value
 
 
 def _layers_reading_input(

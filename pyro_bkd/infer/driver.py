@@ -43,9 +43,9 @@ from pyro_bkd import _checks
 from pyro_bkd._atomic import atomic_path
 from pyro_bkd._checks import InputError, InputTypeError
 from pyro_bkd._torch import device_of
+from pyro_bkd.batches import EpochBatches
 from pyro_bkd.data.record import DistillationData
 from pyro_bkd.infer.base import Algorithm, ChainState
-from pyro_bkd.infer.batches import EpochBatches
 from pyro_bkd.infer.hmc import HMCStep
 from pyro_bkd.infer.langevin import PSGLDStep, SGLDStep
 from pyro_bkd.infer.map import find_map
@@ -75,7 +75,7 @@ DEFAULT_METHOD = "sghmc"
 #: Step-size halvings ``on_nonfinite="backoff"`` tries before it gives up.
 MAX_BACKOFFS = 10
 #: The layout of checkpoints (part of their identity: files of another layout are refused).
-CHECKPOINT_FORMAT = 2
+CHECKPOINT_FORMAT = 3
 #: Warm-up iterations between checks for a non-finite potential (each check syncs the device).
 WARMUP_CHECK_EVERY = 50
 

@@ -39,8 +39,8 @@ from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 
 from pyro_bkd import _checks
 from pyro_bkd._checks import InputError
+from pyro_bkd.batches import EpochBatches
 from pyro_bkd.infer.base import Algorithm, ChainState
-from pyro_bkd.infer.batches import EpochBatches
 from pyro_bkd.infer.hmc import HMCStep
 from pyro_bkd.infer.langevin import PSGLDStep, SGLDStep
 from pyro_bkd.infer.monitor import FiniteMonitor

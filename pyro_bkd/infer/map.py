@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from pyro_bkd.infer.batches import EpochBatches
+from pyro_bkd.batches import EpochBatches
 from pyro_bkd.infer.potential import BKDPotential
 
 

@@ -14,7 +14,7 @@ q_ik^tau - log B(1 + lam p_i)] + log N(theta; 0, sigma^2 I)`` (SPEC §2) and ``g
 Minibatches of size ``m`` come from outside the model: each step conditions the plate's index
 site on ``m`` indices (``poutine.condition(model, data={"data": idx})``), so Pyro rescales both
 data terms by ``N/m``; the weight prior and the guide's entropy are not rescaled. Indices walk
-through a fresh permutation per pass (:func:`pyro_bkd.distill.epoch_batches`), as in
+through a fresh permutation per pass (:class:`~pyro_bkd.batches.EpochBatches`), as in
 :func:`~pyro_bkd.distill.train_student_kd`, so a KD run and a MAP run with the same seed see
 the same batches.
 
@@ -70,8 +70,8 @@ from tqdm import tqdm
 from pyro_bkd import _checks
 from pyro_bkd._checks import InputError, InputTypeError
 from pyro_bkd._torch import device_of, seeded
+from pyro_bkd.batches import EpochBatches
 from pyro_bkd.data.record import DistillationData
-from pyro_bkd.distill import epoch_batches
 from pyro_bkd.model import DATA_PLATE, BKDModel
 from pyro_bkd.predictive import guide_draws, probs_from_guide
 
@@ -225,14 +225,13 @@ def fit_svi(
     wrapped = MinibatchModel(model)
     args = (data.x, data.y, data.teacher_logits)
     generator = torch.Generator().manual_seed(seed)
-    batches: list[torch.Tensor] = []
+    batches = EpochBatches(
+        num_examples, batch_size, generators=[generator], device=device, split="even"
+    )
 
     def next_batch() -> torch.Tensor | None:
-        if batch_size is None:
-            return None
-        if not batches:
-            batches.extend(b.to(device) for b in epoch_batches(num_examples, batch_size, generator))
-        return batches.pop(0)
+        idx = batches.next()
+        return None if idx is None else idx[0]
 
     losses = torch.empty(num_steps, dtype=torch.float64, device=device)
     elbo = Trace_ELBO(max_plate_nesting=1)
