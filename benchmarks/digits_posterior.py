@@ -79,7 +79,7 @@ def build_preset(dataset: str, strength: float = 144.0, seed: int = 0) -> Digits
     as the warm start. No exact reference exists for these (full-batch HMC is too costly)."""
     from pyro_bkd.data import few_shot_indices
     from pyro_bkd.pipeline.common import build_student
-    from pyro_bkd.pipeline.compare import PRESETS
+    from pyro_bkd.pipeline.presets import PRESETS
 
     preset = PRESETS[dataset]
     data = load_dataset(dataset)

@@ -46,7 +46,8 @@ import torch
 
 from pyro_bkd import export, metrics
 from pyro_bkd.pipeline import COMPARE_DATASETS, COMPARE_METHODS, CompareOptions, run_compare
-from pyro_bkd.pipeline.compare import PAPER_NAMES, PRESETS
+from pyro_bkd.pipeline.compare import PAPER_NAMES
+from pyro_bkd.pipeline.presets import PRESETS
 from pyro_bkd.report import mean_sd, write_marked_section
 
 MARKER = "paper_table"  # docs/results.md section: <!-- paper_table:begin/end -->

@@ -15,7 +15,7 @@ import pytest
 from pyro_bkd import cli, export, metrics, models, uq
 from pyro_bkd.data.loaders import SHARED_DATA_DIR
 from pyro_bkd.pipeline import COMPARE_METHODS, CompareOptions, run_compare, save_teacher
-from pyro_bkd.pipeline.compare import QUICK_BUDGET
+from pyro_bkd.pipeline.presets import QUICK_BUDGET
 
 # ArviZ 0.23's matplotlib backend calls an API deprecated in matplotlib 3.11; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore::matplotlib.MatplotlibDeprecationWarning")

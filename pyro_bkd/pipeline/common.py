@@ -29,11 +29,6 @@ FULLY_CONNECTED: tuple[str, ...] = ("linear", "mlp")
 WIDTH_OPTION: dict[str, str] = {"mlp": "hidden", "small_cnn": "width"}
 
 
-#: KD weight ``alpha`` of the jobs when no teacher strength is given (Hinton's usual 0.9, the
-#: demo's and the README's): ``lam = alpha tau^2 / (1 - alpha)`` (SPEC §3), 144 at ``tau = 4``.
-DEFAULT_KD_ALPHA = 0.9
-
-
 def quiet(_: str) -> None:
     """The default ``log``: say nothing."""
 

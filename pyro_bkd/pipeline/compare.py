@@ -38,50 +38,44 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from pyro_bkd import __version__, _atomic, export, metrics
 from pyro_bkd._checks import InputError
-from pyro_bkd._torch import network_logits
-from pyro_bkd.data import Dataset, DistillationData, few_shot_indices, load_dataset, standardize
 from pyro_bkd.infer.verdict import diagnose
-from pyro_bkd.kd import strength_from_alpha
 from pyro_bkd.pipeline.common import (
     Log,
-    build_student,
     check_count,
     check_out_dir,
     clean,
     num_weights,
     output_folder,
-    point_probs,
     quiet,
     resolve_device,
     save_posterior,
     seconds,
     write_json,
 )
-from pyro_bkd.pipeline.methods import (
-    METHODS,
-    REGISTRY,
-    MethodBudget,
-    MethodInputs,
-    MethodOutput,
-    check_method,
-    run_method,
-)
+from pyro_bkd.pipeline.methods import METHODS, REGISTRY, MethodOutput, check_method
 from pyro_bkd.pipeline.options import DATA_ROOT_HELP, OUT_HELP, SEED_HELP, integer, option
-from pyro_bkd.pipeline.teacher import (
-    TEACHER_DATASETS,
-    read_teacher_checkpoint,
-    save_teacher,
-    teacher_from_checkpoint,
+from pyro_bkd.pipeline.presets import (
+    KD_ALPHA,
+    PRESETS,
+    PRIOR_SCALE,
+    TEMPERATURE,
+    MethodBudget,
+    Preset,
+    quick,
 )
+from pyro_bkd.pipeline.stages import (
+    POINT_METHODS,
+    Study,
+    load_data,
+    obtain_teacher,
+    run_stages,
+)
+from pyro_bkd.pipeline.teacher import TEACHER_DATASETS, save_teacher
 from pyro_bkd.report import comparison_csv, comparison_markdown
-from pyro_bkd.teachers import teacher_logits, train_teacher
 
-#: Rows that are not inference methods: the student trained alone and the KD student.
-POINT_METHODS: tuple[str, ...] = ("student", "kd")
 COMPARE_METHODS: tuple[str, ...] = (*POINT_METHODS, *METHODS)
 DEFAULT_METHODS: tuple[str, ...] = (
     "student",
@@ -133,81 +127,6 @@ COLUMNS: tuple[str, ...] = (
     "draws_per_second",
     "reason",
 )
-TEMPERATURE = 4.0
-KD_ALPHA = 0.9
-PRIOR_SCALE = 1.0
-
-
-@dataclass(frozen=True)
-class Preset:
-    """Architectures, sizes and budgets of one data set (CPU-sized; see :data:`PRESETS`).
-
-    ``num_train``/``num_test``: a stratified subset of the train split / the first test
-    images (``None``: all). ``budget.kd_epochs`` is the KD (and student-alone) training.
-    """
-
-    teacher: str
-    student: str
-    teacher_epochs: int
-    teacher_lr: float
-    budget: MethodBudget
-    num_train: int | None = None
-    num_test: int | None = None
-    standardize: bool = False
-
-
-PRESETS: dict[str, Preset] = {
-    "digits": Preset(
-        teacher="mlp:256,256",
-        student="mlp:32",
-        teacher_epochs=40,
-        teacher_lr=0.05,
-        budget=MethodBudget(num_samples=100, chains=4, svi_steps=1500, kd_epochs=60),
-    ),
-    "mnist": Preset(
-        teacher="mlp:256,256",
-        student="mlp:32",
-        teacher_epochs=10,
-        teacher_lr=0.05,
-        num_train=10_000,
-        budget=MethodBudget(
-            num_samples=50, warmup=800, thin=8, chains=4, svi_steps=1500, kd_epochs=20
-        ),
-    ),
-    "fashion-mnist": Preset(
-        teacher="small_cnn:16",
-        student="small_cnn:4",
-        teacher_epochs=8,
-        teacher_lr=0.05,
-        num_train=10_000,
-        num_test=2_000,
-        budget=MethodBudget(
-            num_samples=25, warmup=300, thin=4, chains=4, svi_steps=800, kd_epochs=8
-        ),
-    ),
-    "cifar10-subset": Preset(
-        teacher="resnet8",
-        student="small_cnn:8",
-        teacher_epochs=15,
-        teacher_lr=0.05,
-        standardize=True,
-        budget=MethodBudget(
-            num_samples=25, warmup=300, thin=4, chains=4, svi_steps=600, kd_epochs=15
-        ),
-    ),
-}
-#: ``quick=True``: seconds per method, for tests; the numbers mean nothing.
-QUICK_BUDGET = MethodBudget(
-    num_samples=6,
-    warmup=10,
-    thin=1,
-    chains=2,
-    svi_steps=20,
-    kd_epochs=1,
-    batch_size=64,
-    ensemble_size=3,
-)
-QUICK_SIZES = {"num_train": 256, "num_test": 64}
 
 
 def method_list(text: str) -> tuple[str, ...]:
@@ -283,6 +202,19 @@ class CompareOptions:
         if self.dataset == "digits" and self.data_root is not None:
             raise InputError("digits ships with scikit-learn; --data-root does not apply")
 
+    def plan(self) -> Preset:
+        """The data set's :data:`~pyro_bkd.pipeline.presets.PRESETS` entry (its
+        :func:`~pyro_bkd.pipeline.presets.quick` version with ``--quick``), with
+        ``num_train``, ``num_test`` and ``budget`` replaced where given."""
+        preset = PRESETS[self.dataset]
+        preset = quick(preset) if self.quick else preset
+        return replace(
+            preset,
+            num_train=self.num_train or preset.num_train,
+            num_test=self.num_test or preset.num_test,
+            budget=self.budget or preset.budget,
+        )
+
 
 def run_compare(options: CompareOptions, log: Log = quiet) -> dict[str, Any]:
     """Run every method of ``options.methods`` on one data set; returns ``metrics.json``.
@@ -296,60 +228,52 @@ def run_compare(options: CompareOptions, log: Log = quiet) -> dict[str, Any]:
     A method's wall time is its own stage: the shared KD warm start is in the ``kd`` row.
     """
     methods = tuple(dict.fromkeys(options.methods))  # each once, in the order given
-    preset = PRESETS[options.dataset]
-    budget = options.budget or (QUICK_BUDGET if options.quick else preset.budget)
-    sizes = QUICK_SIZES if options.quick else {}
-    num_train = options.num_train or sizes.get("num_train") or preset.num_train
-    num_test = options.num_test or sizes.get("num_test") or preset.num_test
-    teacher_epochs = 1 if options.quick else preset.teacher_epochs
+    preset = options.plan()
     dev = resolve_device(options.device)
     start = time.perf_counter()
-
-    dataset = _load(options, preset, num_train, num_test)
-    teacher, teacher_arch = _teacher(options, preset, dataset, teacher_epochs, dev, log)
+    dataset = load_data(options.dataset, options.data_root, options.seed, preset)
+    teacher = obtain_teacher(
+        options.teacher, preset, dataset, options.seed, dev, options.progress, log
+    )
     run = {"command": "pyro-bkd compare", "dataset": dataset.name, "seed": options.seed}
     with output_folder(options.out, run) as out_dir:  # moved into place once complete
-        return _compare_into(
-            out_dir, options, methods, budget, dataset, teacher, teacher_arch, dev, start, log
+        study = run_stages(
+            dataset,
+            teacher,
+            preset,
+            methods,
+            seed=options.seed,
+            device=dev,
+            progress=options.progress,
+            log=log,
         )
+        return _write_comparison(out_dir, options, preset, ["teacher", *methods], study, start)
 
 
-def _compare_into(
+def _write_comparison(
     out_dir: Path,
     options: CompareOptions,
-    methods: tuple[str, ...],
-    budget: MethodBudget,
-    dataset: Dataset,
-    teacher: nn.Module,
-    teacher_arch: str,
-    dev: torch.device,
+    preset: Preset,
+    reported: list[str],
+    study: Study,
     start: float,
-    log: Log,
 ) -> dict[str, Any]:
-    """The work of :func:`run_compare` once the data and teacher are ready, stage by stage
-    (teacher logits, the two point students, the methods, the outputs); writes into
-    ``out_dir``."""
-    rows: dict[str, dict[str, Any]] = {}
-    outputs: dict[str, MethodOutput] = {}
-    t_train, t_test = _teacher_stage(out_dir, teacher, teacher_arch, dataset, rows, outputs)
-    inputs = _method_inputs(options, dataset, t_train, dev)
-    _student_stage(inputs, PRESETS[options.dataset].student, methods, budget, rows, outputs, log)
-    for method in (m for m in methods if m not in POINT_METHODS):
-        log(f"{method}")
-        stage = time.perf_counter()
-        try:
-            outputs[method] = run_method(method, inputs, _budget_of(method, budget))
-        except Exception as error:  # a failed method must not lose the others' results
-            rows[method] = {"status": "failed", "reason": _reason(error)}
-            log(f"{method} failed: {rows[method]['reason']}")
-            continue
-        rows[method] = {"wall_seconds": seconds(stage)}
-
-    reported = ["teacher", *methods]
-    table = _table(reported, rows, outputs, dataset.y_test)
-    attrs = _compare_attrs(options, dataset, teacher_arch, inputs.strength)
-    _save_posteriors(out_dir, reported, outputs, dataset, t_test, attrs)
-    settings = _compare_settings(options, budget, dataset, inputs, attrs, dev)
+    """``teacher.pt``, each method's ``posterior.nc``, ``comparison.csv``/``.md`` and
+    ``metrics.json``; returns the latter's values."""
+    dataset = study.dataset
+    save_teacher(
+        out_dir / "teacher.pt",
+        study.teacher,
+        arch=study.teacher_arch,
+        input_shape=tuple(dataset.x_train.shape[1:]),
+        dataset=dataset.name,
+        objective="mll",
+        class_names=dataset.class_names,
+    )
+    table = _table(reported, study.rows, study.outputs, dataset.y_test)
+    attrs = _compare_attrs(options, preset, study)
+    _save_posteriors(out_dir, reported, study, attrs)
+    settings = _compare_settings(options, preset, study, attrs)
     values = clean({"command": "compare", "rows": table, "settings": settings})
     values["wall_seconds"] = seconds(start)
     _atomic.write_text(out_dir / "comparison.csv", comparison_csv(table, COLUMNS))
@@ -358,121 +282,36 @@ def _compare_into(
     return values
 
 
-def _teacher_stage(
-    out_dir: Path,
-    teacher: nn.Module,
-    teacher_arch: str,
-    dataset: Dataset,
-    rows: dict[str, dict[str, Any]],
-    outputs: dict[str, MethodOutput],
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Teacher logits on the train and test inputs (the ``teacher`` row); saves teacher.pt."""
-    stage = time.perf_counter()
-    t_train = teacher_logits(teacher, dataset.x_train)
-    t_test = teacher_logits(teacher, dataset.x_test)
-    rows["teacher"] = {"wall_seconds": seconds(stage)}
-    outputs["teacher"] = MethodOutput(point_probs(t_test), None, None, {"method": "teacher"})
-    save_teacher(
-        out_dir / "teacher.pt",
-        teacher,
-        arch=teacher_arch,
-        input_shape=tuple(dataset.x_train.shape[1:]),
-        dataset=dataset.name,
-        objective="mll",
-        class_names=dataset.class_names,
-    )
-    return t_train, t_test
-
-
-def _method_inputs(
-    options: CompareOptions, dataset: Dataset, t_train: torch.Tensor, dev: torch.device
-) -> MethodInputs:
-    """What every method starts from; ``warm_student`` is the fresh student that
-    :func:`_student_stage` trains by KD before any method copies it."""
-    preset = PRESETS[options.dataset]
-    x_train, num_classes = dataset.x_train, dataset.num_classes
-
-    def new_student(seed: int) -> nn.Module:
-        return build_student(preset.student, x_train, num_classes, seed=seed)
-
-    return MethodInputs(
-        new_student=new_student,
-        warm_student=new_student(options.seed),
-        train=DistillationData(x_train, dataset.y_train, t_train),
-        x_test=dataset.x_test,
-        temperature=TEMPERATURE,
-        strength=strength_from_alpha(KD_ALPHA, TEMPERATURE),
-        prior_scale=PRIOR_SCALE,
-        seed=options.seed,
-        device=dev,
-        progress=options.progress,
-    )
-
-
-def _student_stage(
-    inputs: MethodInputs,
-    student: str,
-    methods: tuple[str, ...],
-    budget: MethodBudget,
-    rows: dict[str, dict[str, Any]],
-    outputs: dict[str, MethodOutput],
-    log: Log,
-) -> None:
-    """The ``student`` row (trained alone, when asked) and the ``kd`` row (the KD student,
-    trained in place: the warm start of the methods), from the same initialisation."""
-    kd_student = inputs.warm_student
-    log(
-        f"student {student} ({num_weights(kd_student)} weights): alone and by KD, "
-        f"{budget.kd_epochs} epochs each"
-    )
-    if "student" in methods:
-        stage = time.perf_counter()
-        alone = inputs.fit_map(inputs.new_student(inputs.seed), budget, alone=True).student
-        outputs["student"] = _point_output(alone, inputs.x_test, "student")
-        rows["student"] = {"wall_seconds": seconds(stage)}
-    stage = time.perf_counter()
-    inputs.fit_map(kd_student, budget)
-    outputs["kd"] = _point_output(kd_student, inputs.x_test, "kd")
-    rows["kd"] = {"wall_seconds": seconds(stage)}
-
-
-def _compare_attrs(
-    options: CompareOptions, dataset: Dataset, teacher_arch: str, strength: float
-) -> dict[str, Any]:
+def _compare_attrs(options: CompareOptions, preset: Preset, study: Study) -> dict[str, Any]:
     """The attributes every method's ``posterior.nc`` carries."""
     return {
         "command": "pyro-bkd compare",
-        "dataset": dataset.name,
-        "teacher": teacher_arch,
+        "dataset": study.dataset.name,
+        "teacher": study.teacher_arch,
         "teacher_file": options.teacher,
-        "student": PRESETS[options.dataset].student,
+        "student": preset.student,
         "tau": TEMPERATURE,
         "kd_alpha": KD_ALPHA,
-        "strength": strength,
+        "strength": study.inputs.strength,
         "prior_scale": PRIOR_SCALE,
         "seed": options.seed,
     }
 
 
 def _save_posteriors(
-    out_dir: Path,
-    reported: Sequence[str],
-    outputs: dict[str, MethodOutput],
-    dataset: Dataset,
-    t_test: torch.Tensor,
-    attrs: dict[str, Any],
+    out_dir: Path, reported: Sequence[str], study: Study, attrs: dict[str, Any]
 ) -> None:
     """``<method>/posterior.nc`` of every method that has draws."""
     for method in reported:
-        if method not in outputs:
+        if method not in study.outputs:
             continue
-        output = outputs[method]
+        output = study.outputs[method]
         idata = export.to_inference_data(
             output.probs,
-            y_test=dataset.y_test,
-            teacher_probs=t_test.softmax(-1),
+            y_test=study.dataset.y_test,
+            teacher_probs=study.t_test.softmax(-1),
             sample_stats=output.sample_stats,
-            class_names=list(dataset.class_names),
+            class_names=list(study.dataset.class_names),
             attrs={**attrs, **output.config, "method": method},
         )
         (out_dir / method).mkdir(exist_ok=True)
@@ -480,24 +319,17 @@ def _save_posteriors(
 
 
 def _compare_settings(
-    options: CompareOptions,
-    budget: MethodBudget,
-    dataset: Dataset,
-    inputs: MethodInputs,
-    attrs: dict[str, Any],
-    dev: torch.device,
+    options: CompareOptions, preset: Preset, study: Study, attrs: dict[str, Any]
 ) -> dict[str, Any]:
     """The ``settings`` of ``metrics.json`` and of the Markdown page."""
-    preset = PRESETS[options.dataset]
+    dataset, inputs = study.dataset, study.inputs
     return {
         "dataset": dataset.name,
         "num_train": int(dataset.x_train.shape[0]),
         "num_test": int(dataset.x_test.shape[0]),
         "num_classes": dataset.num_classes,
         "teacher": attrs["teacher"],
-        "teacher_epochs": None
-        if options.teacher
-        else (1 if options.quick else preset.teacher_epochs),
+        "teacher_epochs": None if options.teacher else preset.teacher_epochs,
         "student": preset.student,
         "student_weights": num_weights(inputs.warm_student),
         "temperature": TEMPERATURE,
@@ -505,100 +337,13 @@ def _compare_settings(
         "strength": inputs.strength,
         "prior_scale": PRIOR_SCALE,
         "standardized": preset.standardize,
-        "budget": asdict(budget),
+        "budget": asdict(preset.budget),
         "seed": options.seed,
         "quick": options.quick,
-        "device": str(dev),
+        "device": str(inputs.device),
         "torch_threads": torch.get_num_threads(),
         "version": __version__,
     }
-
-
-def _load(options: CompareOptions, preset: Preset, num_train: int | None, num_test: int | None):
-    """The data set, standardised if the preset says so, cut to ``num_train``/``num_test``."""
-    loader_options: dict[str, Any] = {"seed": options.seed} if options.dataset == "digits" else {}
-    dataset = load_dataset(options.dataset, options.data_root, **loader_options)
-    if preset.standardize:
-        dataset = standardize(dataset)
-    x_train, y_train = dataset.x_train, dataset.y_train
-    if options.num_train is not None and options.num_train < dataset.num_classes:
-        raise InputError(
-            f"--num-train must be at least the number of classes ({dataset.num_classes} in "
-            f"{dataset.name}: one example of each), got {options.num_train}"
-        )
-    if num_train is not None and num_train < x_train.shape[0]:
-        keep = few_shot_indices(y_train, num_train / x_train.shape[0], seed=options.seed)
-        x_train, y_train = x_train[keep], y_train[keep]
-    x_test, y_test = dataset.x_test[:num_test], dataset.y_test[:num_test]
-    return replace(dataset, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-
-
-def _teacher(
-    options: CompareOptions,
-    preset: Preset,
-    dataset: Dataset,
-    epochs: int,
-    device: torch.device,
-    log: Log,
-) -> tuple[nn.Module, str]:
-    """``(teacher, its architecture name)``: loaded from ``options.teacher`` (checked against
-    the data) or trained."""
-    x_train = dataset.x_train
-    if options.teacher is not None:
-        log(f"teacher: loading {options.teacher}")
-        checkpoint = read_teacher_checkpoint(options.teacher)
-        teacher = teacher_from_checkpoint(checkpoint).to(device)
-        try:
-            logits = teacher_logits(teacher, x_train[:2])
-        except RuntimeError as error:
-            raise InputError(
-                f"--teacher {options.teacher!r} does not accept {dataset.name} inputs of shape "
-                f"{tuple(x_train.shape[1:])}: {str(error).splitlines()[0]}"
-            ) from None
-        if logits.shape[1] != dataset.num_classes:
-            raise InputError(
-                f"--teacher {options.teacher!r} has {logits.shape[1]} classes, "
-                f"{dataset.name} has {dataset.num_classes}"
-            )
-        return teacher, str(checkpoint["arch"])
-    teacher = build_student(preset.teacher, x_train, dataset.num_classes, seed=options.seed)
-    log(
-        f"{dataset.name}: {x_train.shape[0]} train / {dataset.x_test.shape[0]} test; teacher "
-        f"{preset.teacher} ({num_weights(teacher)} weights), {epochs} epochs"
-    )
-    train_teacher(
-        teacher,
-        x_train,
-        dataset.y_train,
-        objective="mll",
-        epochs=epochs,
-        lr=preset.teacher_lr,
-        seed=options.seed,
-        device=device,
-        progress=options.progress,
-    )
-    return teacher, preset.teacher
-
-
-def _budget_of(method: str, budget: MethodBudget) -> MethodBudget:
-    """``budget``, except for NUTS: no thinning (its draws are nearly independent), at most
-    200 warm-up steps and 2 chains (each draw costs up to 2^10 gradient evaluations)."""
-    if method != "nuts":
-        return budget
-    return replace(
-        budget, thin=1, warmup=min(budget.warmup or 200, 200), chains=min(budget.chains, 2)
-    )
-
-
-def _point_output(student: nn.Module, x_test: torch.Tensor, method: str) -> MethodOutput:
-    return MethodOutput(
-        point_probs(network_logits(student, x_test)), None, None, {"method": method}
-    )
-
-
-def _reason(error: BaseException) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
-    return f"{type(error).__name__}: {text}"
 
 
 def _table(

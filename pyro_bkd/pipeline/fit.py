@@ -27,7 +27,6 @@ from pyro_bkd.infer.driver import METHODS as SAMPLERS
 from pyro_bkd.infer.parallel import Partition, local_device
 from pyro_bkd.kd import alpha_from_strength, strength_from_alpha
 from pyro_bkd.pipeline.common import (
-    DEFAULT_KD_ALPHA,
     LIMITS,
     MAX_CHAIN_ITERATIONS,
     Log,
@@ -54,7 +53,6 @@ from pyro_bkd.pipeline.methods import (
     METHODS,
     REGISTRY,
     SVI_GUIDES,
-    MethodBudget,
     MethodInputs,
     MethodOutput,
     check_method,
@@ -62,6 +60,7 @@ from pyro_bkd.pipeline.methods import (
 )
 from pyro_bkd.pipeline.options import OUT_HELP, SEED_HELP, integer, number, option
 from pyro_bkd.pipeline.options import prior_scale as prior_scale_or_none
+from pyro_bkd.pipeline.presets import KD_ALPHA, PRIOR_SCALE, TEMPERATURE, MethodBudget
 from pyro_bkd.report import write_report
 
 NPZ_REQUIRED: tuple[str, ...] = ("x_train", "y_train", "teacher_logits_train", "x_test")
@@ -240,14 +239,14 @@ class FitOptions:
 
     The teacher's weight is set by ``strength`` (``lam >= 0`` of the teacher-informed prior) or
     by ``alpha`` (KD's weight in ``[0, 1)``, mapped to ``lam = alpha tau^2 / (1 - alpha)``,
-    SPEC §3), not both; with neither, ``alpha = DEFAULT_KD_ALPHA = 0.9`` (``lam = 144`` at
+    SPEC §3), not both; with neither, ``alpha = KD_ALPHA = 0.9`` (``lam = 144`` at
     ``tau = 4``, as in ``demo``). :meth:`resolved` turns ``alpha`` into ``strength``.
     """
 
     data: str = option(metavar="FILE.npz", help="input arrays")
     out: str = option(help=OUT_HELP)
     student: str = option("linear", help=STUDENT_HELP + " (linear)")
-    temperature: float = option(4.0, type=number, help="tau > 0 of the TIP (4)")
+    temperature: float = option(TEMPERATURE, type=number, help="tau > 0 of the TIP (4)")
     alpha: float | None = option(
         None,
         type=number,
@@ -265,7 +264,7 @@ class FitOptions:
         help="teacher strength lam >= 0 of the Dirichlet prior, instead of --alpha",
     )
     prior_scale: float | None = option(
-        1.0,
+        PRIOR_SCALE,
         type=prior_scale_or_none,
         help="sigma > 0 of the Normal(0, sigma^2) weight prior, or 'none' for flat (1)",
     )
@@ -420,7 +419,8 @@ class FitOptions:
 def fit_strength(options: FitOptions) -> float:
     """The teacher strength ``lam`` of a fit: ``options.strength`` when given, else
     ``lam = alpha c / (1 - alpha)`` with ``c = tau^2`` (:func:`~pyro_bkd.kd.strength_from_alpha`)
-    from ``options.alpha`` or, when neither is given, from :data:`DEFAULT_KD_ALPHA`.
+    from ``options.alpha`` or, when neither is given, from
+    :data:`~pyro_bkd.pipeline.presets.KD_ALPHA`.
 
     Raises :class:`~pyro_bkd.InputError` naming ``--alpha``/``--strength`` when both are given,
     ``alpha`` is outside ``[0, 1)``, or its ``lam`` exceeds the largest ``--strength``.
@@ -432,7 +432,7 @@ def fit_strength(options: FitOptions) -> float:
         )
     if options.strength is not None:
         return check_number("--strength", options.strength)
-    alpha = DEFAULT_KD_ALPHA if options.alpha is None else options.alpha
+    alpha = KD_ALPHA if options.alpha is None else options.alpha
     value = _checks.float_in("--alpha", alpha, -math.inf)  # a finite number
     if not 0 <= value < 1:
         raise InputError(

@@ -36,6 +36,7 @@ from pyro_bkd.infer.driver import DEFAULT_BUDGETS, sample
 from pyro_bkd.infer.svi import fit_svi
 from pyro_bkd.model import BKDModel
 from pyro_bkd.pipeline.common import num_weights
+from pyro_bkd.pipeline.presets import MethodBudget
 from pyro_bkd.predictive import check_finite_probs, predict_probs
 
 SVI_GUIDES: dict[str, str] = {"map": "delta", "svi-normal": "normal", "svi-lowrank": "lowrank"}
@@ -52,33 +53,6 @@ NUTS_DENSE_MASS_MAX_WEIGHTS = 500
 FULL_BATCH_MAX = 5000
 
 StudentFactory = Callable[[int], nn.Module]
-
-
-@dataclass(frozen=True)
-class MethodBudget:
-    """How much each method samples or trains.
-
-    ``num_samples`` is the number of kept draws per chain (guide draws for SVI, dropout masks
-    for ``mc-dropout``) and ``ensemble_size`` the members of ``ensemble``. ``warmup``,
-    ``thin`` (``None``: the method's defaults in :func:`pyro_bkd.sample`), ``chains``,
-    ``batch_size`` (minibatch of the stochastic-gradient chains and of training; HMC always
-    uses the full data) and ``step_size`` (``None``: adapted in warm-up) apply to the Markov
-    chains; ``svi_steps`` and ``lr`` to SVI;
-    ``kd_epochs`` and ``lr`` to the KD training of ``mc-dropout`` and of each ``ensemble``
-    member; ``dropout_rate`` is ``p`` of MC dropout.
-    """
-
-    num_samples: int = 200
-    warmup: int | None = None
-    thin: int | None = None
-    chains: int = 4
-    batch_size: int = 128
-    step_size: float | None = None
-    svi_steps: int = 2000
-    lr: float = 3e-3
-    kd_epochs: int = 30
-    dropout_rate: float = 0.2
-    ensemble_size: int = 5
 
 
 @dataclass(frozen=True, eq=False)
