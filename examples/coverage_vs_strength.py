@@ -11,7 +11,8 @@ images), this script
 2. samples the BKD posterior (``pyro_bkd.sample``, default sampler, SGHMC; ``warm_start="map"``
    from the KD weights, so each run starts at its own posterior mode) for every teacher strength
    ``lam = alpha tau^2 / (1 - alpha)`` of ``--alphas`` (KD's alpha 0 to 0.9: lam 0 to 144) at
-   posterior temperature ``T = 1``, and for every ``T`` of ``--temperatures`` at ``lam = 144``;
+   posterior temperature ``T = 1``, and for every ``T`` of ``--posterior-temperatures`` at
+   ``lam = 144``;
 3. measures, on the test split, the coverage of the 95% credible label sets (share of test
    labels inside the set, binomial se ``sqrt(c (1 - c) / n)``, mean size) and, for the
    synthetic scenarios, the per-class interval coverage of ``p*`` (share of (input, class)
@@ -203,12 +204,12 @@ def run_problem(problem: Problem, args: argparse.Namespace) -> list[dict]:
     x_eval = torch.cat([problem.x_val, problem.x_test])
     num_val = problem.x_val.shape[0]
     grid = [(a, 1.0) for a in args.alphas]
-    grid += [(KD_ALPHA, t) for t in args.temperatures if t != 1.0]
+    grid += [(KD_ALPHA, t) for t in args.posterior_temperatures if t != 1.0]
     rows = []
     with torch.no_grad():
         kd_probs = student(x_eval).softmax(-1)[None, None]
     rows.append(summarise(problem, "KD softmax", KD_ALPHA, None, kd_probs, None, num_val))
-    for alpha, temperature in grid:
+    for alpha, posterior_temperature in grid:
         lam = strength_from_alpha(alpha, TAU)
         model = BKDModel(
             copy.deepcopy(student), temperature=TAU, strength=lam, prior_scale=PRIOR_SCALE
@@ -222,7 +223,7 @@ def run_problem(problem: Problem, args: argparse.Namespace) -> list[dict]:
                 warmup_steps=args.budget.warmup,
                 thin=args.budget.thin,
                 num_chains=args.budget.chains,
-                posterior_temperature=temperature,
+                posterior_temperature=posterior_temperature,
                 x_test=x_eval,
                 warm_start="map",
                 seed=args.seed,
@@ -230,10 +231,12 @@ def run_problem(problem: Problem, args: argparse.Namespace) -> list[dict]:
             )
         assert result.probs is not None and result.convergence is not None
         verdict = str(result.convergence.status)
-        kind = "lam" if temperature == 1.0 else "T"
-        rows.append(summarise(problem, kind, alpha, temperature, result.probs, verdict, num_val))
+        kind = "lam" if posterior_temperature == 1.0 else "T"
+        rows.append(
+            summarise(problem, kind, alpha, posterior_temperature, result.probs, verdict, num_val)
+        )
         print(
-            f"[{problem.name}] alpha {alpha:g} (lam {lam:g}) T {temperature:g}: "
+            f"[{problem.name}] alpha {alpha:g} (lam {lam:g}) T {posterior_temperature:g}: "
             f"{verdict}, {time.perf_counter() - started:.0f} s",
             file=sys.stderr,
             flush=True,
@@ -245,7 +248,7 @@ def summarise(
     problem: Problem,
     kind: str,
     alpha: float,
-    temperature: float | None,
+    posterior_temperature: float | None,
     probs: torch.Tensor,
     verdict: str | None,
     num_val: int,
@@ -259,7 +262,7 @@ def summarise(
         "kind": kind,
         "alpha": alpha,
         "lam": strength_from_alpha(alpha, TAU),
-        "T": temperature,
+        "T": posterior_temperature,
         "verdict": verdict,
         "val_probs": val,
         "val_cov": metrics.label_set_coverage(val, problem.y_val, LEVEL).coverage,
@@ -313,9 +316,9 @@ def format_tables(rows: list[dict], picks: list[dict]) -> str:
             "KD softmax (alpha 0.9)" if r["kind"] == "KD softmax" else f"BKD, alpha {r['alpha']:g}"
         )
         lam = f"{r['lam']:.3g}"
-        temperature = "–" if r["T"] is None else f"{r['T']:g}"
+        t_cell = "–" if r["T"] is None else f"{r['T']:g}"
         lines.append(
-            f"| {r['problem']} | {run} | {lam} | {temperature} | {r['verdict'] or '–'} | "
+            f"| {r['problem']} | {run} | {lam} | {t_cell} | {r['verdict'] or '–'} | "
             f"{pct(r['val_cov'])} | {pct(r['test_cov'])} ± {pct(r['test_se'])} | "
             f"{r['test_size']:.2f} | {pct(r['p_cov'])} | {pct(r['test_acc'])} |"
         )
@@ -370,7 +373,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--problems", nargs="+", choices=(*SCENARIOS, "mnist"), default=None)
     parser.add_argument("--alphas", nargs="+", type=float, default=None)
-    parser.add_argument("--temperatures", nargs="+", type=float, default=None)
+    parser.add_argument("--posterior-temperatures", nargs="+", type=float, default=None)
     parser.add_argument("--n", type=int, default=None, help="synthetic examples (5500)")
     parser.add_argument(
         "--mnist-sizes", nargs=3, type=int, default=None, metavar=("TRAIN", "VAL", "TEST")
@@ -386,7 +389,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     defaults = {
         "problems": ["nonlinear-5class"] if quick else [*SCENARIOS, "mnist"],
         "alphas": [0.0, 0.9] if quick else [0.0, 0.1, 0.3, 0.5, 0.7, 0.9],
-        "temperatures": [1.0, 3.0] if quick else [1.0, 2.0, 4.0],
+        "posterior_temperatures": [1.0, 3.0] if quick else [1.0, 2.0, 4.0],
         "n": 880 if quick else 5500,
         "mnist_sizes": [300, 200, 300] if quick else [3000, 2000, 5000],
     }
@@ -395,8 +398,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             setattr(args, key, value)
     if any(not 0 <= a < 1 for a in args.alphas):
         parser.error("--alphas must be in [0, 1)")
-    if any(t <= 0 for t in args.temperatures):
-        parser.error("--temperatures must be > 0")
+    if any(t <= 0 for t in args.posterior_temperatures):
+        parser.error("--posterior-temperatures must be > 0")
     if KD_ALPHA not in args.alphas:
         parser.error(f"--alphas must include the default {KD_ALPHA}")
     args.budget = Budget(2, 30, 10, 2, 3) if quick else Budget(4, 1000, 100, 10, 40)

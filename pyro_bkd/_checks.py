@@ -8,6 +8,9 @@ input, and code written against the earlier ``ValueError``/``TypeError`` keeps w
 from __future__ import annotations
 
 import math
+import warnings
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -170,3 +173,21 @@ def same_device(reference: str, device: torch.device, **named: torch.Tensor | No
                 f"{name} is on {value.device} but {reference} is on {device}; "
                 f"move them to one device"
             )
+
+
+def renamed(
+    function: str, old_names: Mapping[str, str], given: Mapping[str, Any], /, **current: Any
+) -> dict[str, Any]:
+    """``current`` (the new keywords of ``function`` and their values) updated with the values
+    given under old names: ``given`` holds the keywords passed under an old name, ``old_names``
+    maps each old name to its new one. Each old name used issues a ``DeprecationWarning``
+    naming the new keyword (attributed to the caller of ``function``); a keyword of ``given``
+    that is no old name is an :class:`InputTypeError`."""
+    unknown = set(given) - set(old_names)
+    if unknown:
+        raise InputTypeError(f"{function}() got unexpected keyword arguments {sorted(unknown)}")
+    for old, value in given.items():
+        new = old_names[old]
+        warnings.warn(f"{function}({old}=) is renamed {new}=", DeprecationWarning, stacklevel=3)
+        current[new] = value
+    return current

@@ -333,7 +333,7 @@ def from_mcmc(
         "num_samples": mcmc.num_samples,
         "warmup_steps": mcmc.warmup_steps,
         "thin": kernel.thin,
-        "temperature": kernel.temperature,
+        "posterior_temperature": kernel.posterior_temperature,
         "strength": kernel.model.strength,
         "prior_scale": kernel.model.prior_scale,
     }

@@ -351,7 +351,7 @@ def test_monitor_floor_names_the_first_step_and_chain_below_it():
     assert (error.value.step, error.value.chain) == (8, 1)
     assert isinstance(error.value, NonFiniteError)  # handled like a NaN blow-up
     assert runaway_floor(-10.0, dim=3) == -40.0  # 10 T D = 30 > |start| = 10
-    assert runaway_floor(5000.0, dim=3, temperature=2.0) == 0.0  # |start| wins
+    assert runaway_floor(5000.0, dim=3, posterior_temperature=2.0) == 0.0  # |start| wins
 
 
 # ---------------------------------------------------------------------------------------------

@@ -93,6 +93,28 @@ def test_kernel_rejects_bad_arguments(gaussian_data):
         SGLD(no_latents, 1e-3).setup(0, gaussian_data)
 
 
+def test_old_temperature_keyword_still_works_with_a_deprecation_warning(gaussian_data):
+    """``temperature=`` (the old name of ``posterior_temperature=``) sets the posterior
+    temperature with a DeprecationWarning naming the new keyword, attributed to the caller;
+    the draws equal those of the new keyword."""
+    with pytest.warns(DeprecationWarning, match="posterior_temperature") as record:
+        old = SGLD(gaussian_model, 1e-3, temperature=0.5)
+    assert [w.filename for w in record] == [__file__]
+    assert old.posterior_temperature == 0.5
+    new = SGLD(gaussian_model, 1e-3, posterior_temperature=0.5)
+    draws = []
+    for kernel in (old, new):
+        pyro.set_rng_seed(5)
+        mcmc = MCMC(kernel, 10, warmup_steps=2, disable_progbar=True)
+        mcmc.run(gaussian_data)
+        draws.append(mcmc.get_samples()["mu"])
+    torch.testing.assert_close(draws[0], draws[1], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="posterior_temperature"):
+        SGLD(gaussian_model, 1e-3, posterior_temperature=0.0)
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="posterior_temperature"):
+        HMC(gaussian_model, temperature=-1.0)
+
+
 def test_data_on_another_device_is_rejected():
     model = BKDModel(nn.Linear(2, 3))
     x = torch.zeros(4, 2, device="meta")

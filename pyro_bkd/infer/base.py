@@ -4,7 +4,7 @@ An algorithm is a small frozen object holding its hyper-parameters, with two pur
 (BlackJAX ``sgmcmc/``, posteriors ``sgmcmc/``):
 
 - ``init(theta [C, D], value_and_grad) -> ChainState``;
-- ``step(state, value_and_grad, step_size, metric, rng, temperature)
+- ``step(state, value_and_grad, step_size, metric, rng, posterior_temperature)
   -> (ChainState, StepInfo)``.
 
 ``value_and_grad(theta [C, D]) -> (U [C], grad U [C, D])`` is the gradient estimator: the
@@ -12,8 +12,9 @@ driver binds it to the next minibatch (or to the full data), so the update rule 
 data, and the Pyro kernels (:mod:`pyro_bkd.infer.kernels`) call the very same ``step`` with
 ``C = 1``. ``metric [C, D]`` is the diagonal preconditioner ``G`` (inverse mass matrix;
 ``None`` means the identity, for plain SGLD),
-``step_size`` the step ``eps`` (a float or one per chain, ``[C]``) and ``temperature`` the
-posterior temperature ``T`` (noise scaled by ``sqrt(T)``).
+``step_size`` the step ``eps`` (a float or one per chain, ``[C]``) and
+``posterior_temperature`` the posterior temperature ``T`` (the target is ``pi^(1/T)``, noise
+scaled by ``sqrt(T)``; not the KD temperature ``tau`` of :class:`~pyro_bkd.BKDModel`).
 
 Conventions (one page: ``docs/sampling.md``): ``U = -log p(theta, D)`` on the full data, its
 minibatch estimate rescaled by ``N/m``; ``eps`` multiplies the full-data gradient.
@@ -107,7 +108,7 @@ class Algorithm:
         step_size: float | torch.Tensor,
         metric: torch.Tensor | None,
         rng: RandomSource,
-        temperature: float = 1.0,
+        posterior_temperature: float = 1.0,
     ) -> tuple[ChainState, StepInfo]:
         raise NotImplementedError
 

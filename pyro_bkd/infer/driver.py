@@ -159,7 +159,9 @@ def sample(
         :class:`~pyro_bkd.infer.verdict.ConvergenceWarning` is issued when it is not
         ``"converged"``.
     """
-    renamed = _renamed(
+    renamed = _checks.renamed(
+        "sample",
+        RENAMED,
         deprecated,
         warmup_steps=warmup_steps,
         num_chains=num_chains,
@@ -201,7 +203,7 @@ def sample(
         num_chains=num_chains,
         batch_size=batch_size,
         step_size=step_size,
-        temperature=posterior_temperature,
+        posterior_temperature=posterior_temperature,
         keep_weights=keep_weights,
         warm_start=warm_start,
         init_spread=init_spread,
@@ -276,7 +278,7 @@ def sample_potential(
     num_chains: int = 4,
     batch_size: int | None = None,
     step_size: float | StepSchedule | None = None,
-    temperature: float = 1.0,
+    posterior_temperature: float = 1.0,
     keep_weights: bool = True,
     warm_start: str | torch.Tensor | Mapping[str, torch.Tensor] | SamplingResult | None = None,
     init_spread: float = 1.0,
@@ -311,7 +313,7 @@ def sample_potential(
         num_chains,
         batch_size,
         step_size,
-        temperature,
+        posterior_temperature,
         checkpoint_every,
         on_nonfinite,
         seed,
@@ -355,7 +357,7 @@ class _Setup:
     num_chains: int
     batch_size: int | None
     step_size: float | StepSchedule | None
-    temperature: float
+    posterior_temperature: float
     checkpoint_every: int
     on_nonfinite: str
     seed: int
@@ -371,7 +373,7 @@ class _Setup:
         num_chains,
         batch_size,
         step_size,
-        temperature,
+        posterior_temperature,
         checkpoint_every,
         on_nonfinite,
         seed,
@@ -395,7 +397,9 @@ class _Setup:
             _checks.positive_int(name, value)
         if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
             raise InputError(f"warmup_steps must be an int >= 0, got {warmup_steps!r}")
-        temperature = _checks.positive_float("temperature", temperature)
+        posterior_temperature = _checks.positive_float(
+            "posterior_temperature", posterior_temperature
+        )
         if step_size is not None and not isinstance(step_size, StepSchedule):
             step_size = _checks.positive_float("step_size", step_size)
         n = potential.num_examples
@@ -420,7 +424,7 @@ class _Setup:
             num_chains,
             batch_size,
             step_size,
-            temperature,
+            posterior_temperature,
             checkpoint_every,
             on_nonfinite,
             seed,
@@ -447,7 +451,7 @@ class _Setup:
                 if not isinstance(self.step_size, StepSchedule)
                 else repr(self.step_size)
             ),
-            "posterior_temperature": self.temperature,
+            "posterior_temperature": self.posterior_temperature,
             "seed": self.seed,
         }
 
@@ -611,7 +615,7 @@ class _Run:
                 warmup.step_size if schedule is None else schedule(iteration),
                 warmup.metric,
                 self.streams,
-                s.temperature,
+                s.posterior_temperature,
             )
             state = warmup.observe(iteration, state, info)
             if (iteration + 1) % WARMUP_CHECK_EVERY == 0 and not bool(
@@ -632,7 +636,9 @@ class _Run:
         s = self.s
         total = s.num_samples * s.thin
         chunk = _draw_chunk(s.num_chains, self.potential.layout.dim)
-        floor = _runaway_floor(self.potential, state.theta, s.batch_size, s.temperature, s.seed)
+        floor = _runaway_floor(
+            self.potential, state.theta, s.batch_size, s.posterior_temperature, s.seed
+        )
         good = _Snapshot.take(state, progress, self)
         monitor = FiniteMonitor(block=10**9, first_step=progress.iteration, floor=floor)
         pending: list[tuple[torch.Tensor, ...]] = []
@@ -647,7 +653,7 @@ class _Run:
                 step_size = s.step_size(s.warmup_steps + progress.iteration)
             eps = _scaled(step_size, progress.step_scale)
             state, info = algorithm.step(
-                state, self.value_and_grad, eps, metric, self.streams, s.temperature
+                state, self.value_and_grad, eps, metric, self.streams, s.posterior_temperature
             )
             grad_norm = state.grad.norm(dim=-1)
             monitor.record(-state.potential, grad_norm)
@@ -810,24 +816,13 @@ class _Snapshot:
 RENAMED = {"warmup": "warmup_steps", "chains": "num_chains", "temperature": "posterior_temperature"}
 
 
-def _renamed(deprecated: dict, **current: Any) -> dict[str, Any]:
-    """``current`` with the values given under old names (:data:`RENAMED`), each with a
-    ``DeprecationWarning``; unknown keywords are an error."""
-    unknown = set(deprecated) - set(RENAMED)
-    if unknown:
-        raise InputTypeError(f"sample() got unexpected keyword arguments {sorted(unknown)}")
-    for old, value in deprecated.items():
-        new = RENAMED[old]
-        warnings.warn(f"sample({old}=) is renamed {new}=", DeprecationWarning, stacklevel=3)
-        current[new] = value
-    return current
-
-
 def _scaled(step_size: float | torch.Tensor, scale: float) -> float | torch.Tensor:
     return step_size if scale == 1.0 else step_size * scale
 
 
-def _runaway_floor(potential, theta, batch_size, temperature, seed, num_batches=16) -> float:
+def _runaway_floor(
+    potential, theta, batch_size, posterior_temperature, seed, num_batches=16
+) -> float:
     """:func:`~pyro_bkd.infer.monitor.runaway_floor` below the lowest chain at the start of
     sampling (``theta [C, D]``), widened to 20 standard deviations of the minibatch estimate
     of the log joint there (estimated from ``num_batches`` minibatches drawn with their own
@@ -836,7 +831,7 @@ def _runaway_floor(potential, theta, batch_size, temperature, seed, num_batches=
         joints = torch.stack([potential.log_joint(t) for t in theta])
         theta0 = theta[int(joints.argmin())]
         start = float(joints.min())
-        floor = runaway_floor(start, potential.layout.dim, temperature)
+        floor = runaway_floor(start, potential.layout.dim, posterior_temperature)
         n = potential.num_examples
         if batch_size is None or batch_size >= n:
             return floor

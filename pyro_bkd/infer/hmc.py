@@ -85,20 +85,21 @@ class HMCStep(Algorithm):
         step_size: float | torch.Tensor,
         metric: torch.Tensor,
         rng: RandomSource,
-        temperature: float = 1.0,
+        posterior_temperature: float = 1.0,
     ) -> tuple[ChainState, StepInfo]:
         """One HMC iteration. A posterior temperature ``T`` targets ``pi^(1/T)``: the
         energy is ``U / T`` (momenta stay standard)."""
         length = random_int((self.num_steps + 1) // 2, self.num_steps + 1, rng)
-        if temperature != 1.0:
+        if posterior_temperature != 1.0:
             base = value_and_grad
 
             def value_and_grad(theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
                 potential, grad = base(theta)
-                return potential / temperature, grad / temperature
+                return potential / posterior_temperature, grad / posterior_temperature
 
             state = state.with_(
-                potential=state.potential / temperature, grad=state.grad / temperature
+                potential=state.potential / posterior_temperature,
+                grad=state.grad / posterior_temperature,
             )
         momentum = standard_normal(state.theta, rng) / metric.sqrt()
         proposal, end_momentum = leapfrog(
@@ -111,8 +112,11 @@ class HMCStep(Algorithm):
         accept_prob = log_accept.exp()
         accepted = uniform(accept_prob, rng) < accept_prob
         new = proposal.select(accepted, state)
-        if temperature != 1.0:
-            new = new.with_(potential=new.potential * temperature, grad=new.grad * temperature)
+        if posterior_temperature != 1.0:
+            new = new.with_(
+                potential=new.potential * posterior_temperature,
+                grad=new.grad * posterior_temperature,
+            )
         return new, StepInfo(accept_prob, length)
 
     def step_from_curvature(self, curvature: float) -> float:

@@ -52,6 +52,9 @@ from pyro_bkd.infer.warmup import Warmup
 #: The per-draw statistics of :meth:`BKDKernel.diagnostics`, ``sample_stats`` in ArviZ terms.
 SAMPLE_STATS = ("lp", "step_size", "grad_norm", "accept_prob")
 
+#: Old keyword of the kernels -> its new name (accepted for one release).
+RENAMED = {"temperature": "posterior_temperature"}
+
 
 class BKDKernel(MCMCKernel):
     """A ``pyro.infer.MCMC`` kernel around one :class:`~pyro_bkd.infer.base.Algorithm`.
@@ -64,7 +67,8 @@ class BKDKernel(MCMCKernel):
             :class:`~pyro_bkd.infer.schedules.StepSchedule` or a callable of the iteration),
             or ``None`` to adapt it in warm-up as :func:`pyro_bkd.sample` does.
         subsample_size: minibatch size ``m`` (``None``: full data).
-        temperature: posterior temperature ``T``.
+        posterior_temperature: ``T``, the target is ``pi^(1/T)`` (the KD temperature is the
+            model's ``BKDModel(temperature=tau)``); ``temperature=`` is its deprecated old name.
         thin: iterations per draw returned to ``MCMC``.
         check_every: iterations between checks for NaN/inf potentials (one sync per check).
         **options: the algorithm's hyper-parameters.
@@ -78,11 +82,15 @@ class BKDKernel(MCMCKernel):
         step_size: float | StepSchedule | Callable[[int], float] | None = None,
         subsample_size: int | None = None,
         *,
-        temperature: float = 1.0,
+        posterior_temperature: float = 1.0,
         thin: int = 1,
         check_every: int = 100,
         **options: Any,
     ) -> None:
+        old = {name: options.pop(name) for name in RENAMED if name in options}
+        posterior_temperature = _checks.renamed(
+            type(self).__name__, RENAMED, old, posterior_temperature=posterior_temperature
+        )["posterior_temperature"]
         if model is None:
             raise InputError("model is required")
         self.model = model
@@ -96,7 +104,9 @@ class BKDKernel(MCMCKernel):
                     "leave subsample_size=None"
                 )
         self.subsample_size = subsample_size
-        self.temperature = _checks.positive_float("temperature", temperature)
+        self.posterior_temperature = _checks.positive_float(
+            "posterior_temperature", posterior_temperature
+        )
         self.thin = _checks.positive_int("thin", thin)
         self.check_every = _checks.positive_int("check_every", check_every)
         self.transforms: dict | None = None
@@ -213,7 +223,7 @@ class BKDKernel(MCMCKernel):
         warm = self._warmup
         step_size = warm.step_size if self.schedule is None else self.schedule(self._iteration)
         state, info = warm.algorithm.step(
-            state, self._value_and_grad, step_size, warm.metric, None, self.temperature
+            state, self._value_and_grad, step_size, warm.metric, None, self.posterior_temperature
         )
         if self._iteration < warm.num_warmup:
             state = warm.observe(self._iteration, state, info)

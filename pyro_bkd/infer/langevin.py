@@ -34,18 +34,18 @@ def langevin_update(
     noise: torch.Tensor,
     step_size: float | torch.Tensor,
     metric: torch.Tensor | None,
-    temperature: float = 1.0,
+    posterior_temperature: float = 1.0,
 ) -> torch.Tensor:
     """``theta - (eps/2) G grad + sqrt(eps T G) xi`` for diagonal ``G = metric`` (``None``:
     ``G = I``, and with one float step two fused passes over the weights)."""
     if metric is None and not isinstance(step_size, torch.Tensor):
         return torch.add(theta, grad, alpha=-0.5 * step_size).add_(
-            noise, alpha=math.sqrt(step_size * temperature)
+            noise, alpha=math.sqrt(step_size * posterior_temperature)
         )
     eps = per_chain(step_size, theta)
     if metric is None:
-        return theta - 0.5 * eps * grad + (eps * temperature).sqrt() * noise
-    return theta - 0.5 * eps * metric * grad + (eps * temperature * metric).sqrt() * noise
+        return theta - 0.5 * eps * grad + (eps * posterior_temperature).sqrt() * noise
+    return theta - 0.5 * eps * metric * grad + (eps * posterior_temperature * metric).sqrt() * noise
 
 
 @dataclass(frozen=True)
@@ -67,10 +67,12 @@ class SGLDStep(Algorithm):
         step_size: float | torch.Tensor,
         metric: torch.Tensor | None,
         rng: RandomSource,
-        temperature: float = 1.0,
+        posterior_temperature: float = 1.0,
     ) -> tuple[ChainState, StepInfo]:
         noise = standard_normal(state.theta, rng)
-        theta = langevin_update(state.theta, state.grad, noise, step_size, metric, temperature)
+        theta = langevin_update(
+            state.theta, state.grad, noise, step_size, metric, posterior_temperature
+        )
         potential, grad = value_and_grad(theta)
         accept = torch.ones_like(potential)
         return ChainState(theta=theta, potential=potential, grad=grad), StepInfo(accept, 1)

@@ -45,7 +45,7 @@ class RunawayError(NonFiniteError):
         self.chain = chain
 
 
-def runaway_floor(start_log_joint: float, dim: int, temperature: float = 1.0) -> float:
+def runaway_floor(start_log_joint: float, dim: int, posterior_temperature: float = 1.0) -> float:
     """The lowest believable log joint of a chain started at ``start_log_joint``.
 
     Near a mode, a posterior draw (tempered by ``T``) has ``log p(theta*) - log p(theta) ~
@@ -53,7 +53,7 @@ def runaway_floor(start_log_joint: float, dim: int, temperature: float = 1.0) ->
     Minibatch estimates of the log joint add noise, and the start need not be a mode, so the
     allowance is generous: ``max(10 T D, |log p(theta_0)|)`` below the start. A chain below
     that has left the posterior."""
-    return start_log_joint - max(10.0 * temperature * dim, abs(start_log_joint))
+    return start_log_joint - max(10.0 * posterior_temperature * dim, abs(start_log_joint))
 
 
 class FiniteMonitor:

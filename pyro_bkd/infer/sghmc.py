@@ -45,12 +45,12 @@ def sghmc_update(
     friction: float,
     metric: torch.Tensor,
     gradient_noise: torch.Tensor | None = None,
-    temperature: float = 1.0,
+    posterior_temperature: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One SGHMC step (module docstring); returns ``(theta', v')``. ``gradient_noise`` is
     the diagonal of ``B`` (``None``: exact gradients)."""
     eta = per_chain(learning_rate, theta)
-    variance = 2.0 * friction * eta * temperature * metric
+    variance = 2.0 * friction * eta * posterior_temperature * metric
     if gradient_noise is not None:
         variance = (variance - (eta * metric).square() * gradient_noise).clamp_min(0.0)
     velocity = (1.0 - friction) * velocity - eta * metric * grad + variance.sqrt() * noise
@@ -100,7 +100,7 @@ class SGHMCStep(Algorithm):
         step_size: float | torch.Tensor,
         metric: torch.Tensor,
         rng: RandomSource,
-        temperature: float = 1.0,
+        posterior_temperature: float = 1.0,
     ) -> tuple[ChainState, StepInfo]:
         velocity = state.momentum if state.momentum is not None else torch.zeros_like(state.theta)
         noise = standard_normal(state.theta, rng)
@@ -113,7 +113,7 @@ class SGHMCStep(Algorithm):
             self.friction,
             metric,
             self.gradient_noise,
-            temperature,
+            posterior_temperature,
         )
         potential, grad = value_and_grad(theta)
         accept = torch.ones_like(potential)
