@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from pyro_bkd.cli import build_parser
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -37,6 +39,21 @@ def test_readme_quickstart_runs_and_is_reproducible():
     assert all(torch.isfinite(v).all() for v in draws.values())
 
 
-def test_readme_shows_the_two_commands():
+def test_readme_commands_exist_as_written():
+    """``make demo``/``make test`` are Makefile targets (CI runs ``make test``), and every flag
+    of the README's command-line synopsis is a flag of that ``pyro-bkd`` subcommand."""
     text = README.read_text()
-    assert "make demo" in text and "make test" in text
+    root = README.parent
+    targets = re.findall(r"^(\w+):", (root / "Makefile").read_text(), flags=re.MULTILINE)
+    for command in ("make demo", "make test"):
+        assert command in text and command.split()[1] in targets, command
+    assert "make test" in (root / ".ci" / "run").read_text()
+    synopsis = re.search(r"## Command line\n\n```\n(.*?)```", text, flags=re.DOTALL)
+    assert synopsis, "the README's command-line synopsis"
+    subcommands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    lines = re.findall(r"^pyro-bkd (\w+)(.*(?:\n {10,}.*)*)", synopsis.group(1), re.MULTILINE)
+    assert {name for name, _ in lines} == set(subcommands)  # every subcommand, shown once
+    for name, rest in lines:
+        known = {flag for action in subcommands[name]._actions for flag in action.option_strings}
+        flags = set(re.findall(r"--[a-z][a-z-]*", rest.split("#")[0]))
+        assert flags and flags <= known, (name, flags - known)
