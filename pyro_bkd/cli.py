@@ -1,4 +1,4 @@
-"""The ``pyro-bkd`` command (DESIGN.md, Command line).
+"""The ``pyro-bkd`` command (README.md, "Command line").
 
 - ``pyro-bkd demo --out DIR``: the whole workflow on scikit-learn's digits (a few minutes on a
   laptop CPU; ``--quick`` for a seconds-long smoke run);

@@ -1,4 +1,4 @@
-"""Export of BKD results to ``arviz.InferenceData`` and netCDF (DESIGN.md, Outputs).
+"""Export of BKD results to ``arviz.InferenceData`` and netCDF (README.md, "Outputs").
 
 The groups follow ArviZ's schema: what was fitted (the training labels) lives in
 ``observed_data``/``log_likelihood``/``posterior_predictive``; what is predicted at new inputs
