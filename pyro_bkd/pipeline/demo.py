@@ -108,6 +108,12 @@ def run_demo(
     of :func:`pyro_bkd.sample` dispersed around the KD student, class probabilities at the
     test inputs and, for the robustness test, at noisy test inputs. The convergence verdict
     is logged, stored in ``metrics.json`` and opens the report. A failed stage fails the demo.
+
+    ``metrics.json``'s ``checks``: ``map_vs_kd_max_abs_prob_diff``, the largest change of a
+    test probability when SVI continues the MAP search from the KD student (0 if KD had
+    reached the posterior mode; constant-rate minibatch optimisers hover around it, so expect
+    a few hundredths to tenths on single uncertain inputs); ``noise_md_rises_*``, whether the
+    mean deviance of BKD and the KD student's ``2 H`` rise at every noise level.
     """
     DemoOptions(out, seed=seed, quick=quick, device=device, progress=progress)  # checks them
     preset = _demo_preset(quick)
