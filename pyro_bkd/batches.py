@@ -54,16 +54,14 @@ class EpochBatches:
     ) -> None:
         if split not in SPLITS:
             raise InputError(f"split must be one of {SPLITS}, got {split!r}")
-        largest = num_examples if split == "fixed" else None
-        if batch_size is not None and not (
-            batch_size > 0 and (largest is None or batch_size <= largest)
-        ):
-            bound = f"[1, N={num_examples}]" if largest is not None else ">= 1"
+        fixed = split == "fixed"
+        if batch_size is not None and (batch_size < 1 or (fixed and batch_size > num_examples)):
+            bound = f"in [1, N={num_examples}]" if fixed else ">= 1"
             raise InputError(f"batch_size (subsample_size) must be {bound}, got {batch_size}")
         if generators is not None and len(generators) != num_chains:
             raise InputError(f"need one generator per chain ({num_chains}), got {len(generators)}")
         self.num_examples = num_examples
-        full = batch_size is None or (split == "fixed" and batch_size == num_examples)
+        full = batch_size is None or (fixed and batch_size == num_examples)
         self.batch_size = None if full else batch_size
         self.num_chains = num_chains
         self.generators = generators
