@@ -1,12 +1,12 @@
 """The ``demo`` job: ``compare`` on scikit-learn's digits with the demo's methods, then the
-noise study, plots and a report, in about two minutes.
+noise study, plots and a report, in about five minutes on two CPU cores.
 
-The stages are ``compare``'s (:mod:`~pyro_bkd.pipeline.stages`) with the digits preset
-(:data:`~pyro_bkd.pipeline.presets.DEMO`): the teacher by maximum likelihood; a small student
-trained alone and by KD (the MAP of :class:`~pyro_bkd.BKDModel`); the MAP by SVI with a delta
-guide from the KD student; BKD by the default sampler with its convergence verdict. Then the
-robustness to input noise, metrics, plots, ``posterior.nc`` and a report that opens with the
-verdict.
+The stages are ``compare``'s (:mod:`~pyro_bkd.pipeline.stages`) with the digits preset and
+600 draws per chain (:data:`~pyro_bkd.pipeline.presets.DEMO`): the teacher by maximum
+likelihood; a small student trained alone and by KD (the MAP of :class:`~pyro_bkd.BKDModel`);
+the MAP by SVI with a delta guide from the KD student; BKD by the default sampler with its
+convergence verdict. Then the robustness to input noise, metrics, plots, ``posterior.nc`` and
+a report that opens with the verdict.
 """
 
 from __future__ import annotations
