@@ -234,12 +234,13 @@ def train_teacher(
         model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay
     )
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    batches = EpochBatches(x.shape[0], batch_size, device=x.device, split="even")
     history: dict[str, list[float]] = {}
     with seeded(seed, device):
         bar = tqdm(range(epochs), desc=f"{objective} teacher", disable=not progress)
         for _ in bar:
             record = {"lr": optimizer.param_groups[0]["lr"]}
-            record |= _train_epoch(model, x, y, loss_fn, optimizer, batch_size)
+            record |= _train_epoch(model, x, y, loss_fn, optimizer, batches)
             scheduler.step()
             if validation is not None:
                 record["val_acc"] = _accuracy(model, *validation)
@@ -256,12 +257,11 @@ def _train_epoch(
     y: torch.Tensor,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], LossTerms],
     optimizer: torch.optim.Optimizer,
-    batch_size: int,
+    batches: EpochBatches,
 ) -> dict[str, float]:
     """One pass over a fresh permutation; example-weighted means of the terms and accuracy."""
     model.train()
     num_examples = x.shape[0]
-    batches = EpochBatches(num_examples, batch_size, device=x.device, split="even")
     totals: dict[str, torch.Tensor] = {}
     for (idx,) in batches.epoch():  # from the global RNG, which ``seeded`` fixes
         logits = model(x[idx])

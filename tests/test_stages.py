@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pyro_bkd.pipeline import DEMO, PRESETS, CompareOptions, quick
-from pyro_bkd.pipeline.presets import DEMO_QUICK_BUDGET, QUICK_BUDGET
+from pyro_bkd.pipeline.presets import DEMO_QUICK, QUICK_BUDGET
 from pyro_bkd.pipeline.stages import load_data, obtain_teacher, run_stages
 
 
@@ -24,9 +24,9 @@ def test_quick_presets_and_the_options_overrides() -> None:
     # the demo is compare on digits, with more draws for a usable verdict
     assert replace(DEMO, budget=replace(DEMO.budget, num_samples=200)) == PRESETS["digits"]
     assert DEMO.budget.num_samples == 600
-    demo = quick(DEMO, demo=True)
-    assert demo.budget == DEMO_QUICK_BUDGET and demo.num_test == 60 and demo.num_train is None
-    assert demo.teacher_epochs == 1 and demo.student == DEMO.student
+    assert DEMO_QUICK.num_test == 60 and DEMO_QUICK.num_train is None  # all training inputs
+    assert DEMO_QUICK.teacher_epochs == 1 and DEMO_QUICK.student == DEMO.student
+    assert (DEMO_QUICK.budget.chains, DEMO_QUICK.budget.num_samples) == (4, 8)
     compare = quick(PRESETS["mnist"])
     assert compare.budget == QUICK_BUDGET and (compare.num_train, compare.num_test) == (256, 64)
     options = CompareOptions(dataset="mnist", out="unused", num_test=7, quick=True)

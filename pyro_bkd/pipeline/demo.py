@@ -46,7 +46,7 @@ from pyro_bkd.pipeline.common import (
     write_json,
 )
 from pyro_bkd.pipeline.options import OUT_HELP, SEED_HELP, integer, option
-from pyro_bkd.pipeline.presets import DEMO, KD_ALPHA, PRIOR_SCALE, TEMPERATURE, Preset, quick
+from pyro_bkd.pipeline.presets import DEMO, DEMO_QUICK, KD_ALPHA, PRIOR_SCALE, TEMPERATURE, Preset
 from pyro_bkd.pipeline.stages import Study, load_data, obtain_teacher, run_stages
 from pyro_bkd.predictive import predict_probs
 from pyro_bkd.report import write_report
@@ -116,7 +116,7 @@ def run_demo(
     mean deviance of BKD and the KD student's ``2 H`` rise at every noise level.
     """
     DemoOptions(out, seed=seed, quick=quick, device=device, progress=progress)  # checks them
-    preset = _demo_preset(quick)
+    preset = DEMO_QUICK if quick else DEMO
     dev = resolve_device(device)
     start = time.perf_counter()
     log("[1/3] teacher on scikit-learn digits (8x8 images, 10 classes)")
@@ -171,11 +171,6 @@ def _demo_stages(
         )
     log(f"verdict: {study.outputs[DEFAULT_METHOD].config['convergence']['message']}")
     return study
-
-
-def _demo_preset(is_quick: bool) -> Preset:
-    """:data:`~pyro_bkd.pipeline.presets.DEMO`, or its quick version."""
-    return quick(DEMO, demo=True) if is_quick else DEMO
 
 
 def _demo_values(

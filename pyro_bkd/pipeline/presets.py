@@ -7,7 +7,8 @@
   and ``demo``.
 - :class:`Preset`: a data set's networks, teacher training, sizes and budget;
   :data:`PRESETS` are ``compare``'s, :data:`DEMO` the demo's (digits, more draws).
-- :func:`quick`: the ``--quick`` version of a preset (seconds; the numbers mean nothing).
+- :func:`quick` and :data:`DEMO_QUICK`: the ``--quick`` versions of ``compare``'s presets and
+  of the demo's (seconds; the numbers mean nothing).
 """
 
 from __future__ import annotations
@@ -108,8 +109,8 @@ PRESETS: dict[str, Preset] = {
 }
 #: The demo: ``compare``'s digits preset with 600 draws per chain (4-5 minutes on two CPU
 #: cores), so that its verdict is at least "borderline": R-hat < 1.05 on 98.5 / 96.7 / 98.0% of
-#: the entries, max 1.09 / 1.15 / 1.12 at seeds 0 / 1 / 2; with compare's 200 draws, 81%
-#: (``pyro-bkd demo --seed S``, measured on this project's 2-core CPU).
+#: the entries, max 1.09 / 1.15 / 1.12 at seeds 0 / 1 / 2; with compare's 200 draws, 81% at
+#: seed 0 (``pyro-bkd demo --seed S``, measured on this project's 2-core CPU).
 DEMO = replace(PRESETS["digits"], budget=replace(PRESETS["digits"].budget, num_samples=600))
 
 #: ``--quick`` budget of ``compare``: seconds per method.
@@ -123,16 +124,17 @@ QUICK_BUDGET = MethodBudget(
     batch_size=64,
     ensemble_size=3,
 )
-#: ``--quick`` budget of the demo: 4 chains of 8 draws, so the verdict has chains to compare.
-DEMO_QUICK_BUDGET = MethodBudget(
-    num_samples=8, warmup=20, thin=1, chains=4, svi_steps=20, kd_epochs=1
+#: ``demo --quick``: one teacher epoch, the whole training set, the first 60 test inputs and 4
+#: chains of 8 draws (so the verdict has chains to compare).
+DEMO_QUICK = replace(
+    DEMO,
+    teacher_epochs=1,
+    num_test=60,
+    budget=MethodBudget(num_samples=8, warmup=20, thin=1, chains=4, svi_steps=20, kd_epochs=1),
 )
 
 
-def quick(preset: Preset, *, demo: bool = False) -> Preset:
-    """The ``--quick`` version of ``preset``: one teacher epoch and a tiny budget; ``compare``
-    also cuts the data to 256 training and 64 test inputs, the demo keeps the training set and
-    the first 60 test inputs."""
-    if demo:
-        return replace(preset, teacher_epochs=1, budget=DEMO_QUICK_BUDGET, num_test=60)
+def quick(preset: Preset) -> Preset:
+    """``compare --quick``: ``preset`` with one teacher epoch, :data:`QUICK_BUDGET` and the
+    data cut to 256 training and 64 test inputs."""
     return replace(preset, teacher_epochs=1, budget=QUICK_BUDGET, num_train=256, num_test=64)
